@@ -1,0 +1,122 @@
+"""Build pvnet against an extracted kernel: through DKMS (the product path) or plain kbuild."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import REPO_ROOT, read_version
+from .kernels import KernelTree
+from .templates import render
+from .util import CommandError, progress, run
+
+SOURCE_ITEMS = ("Kbuild", "VERSION", "dkms.conf", "driver")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    module: Path
+    kernel_release: str
+    version: str
+    log: Path | None
+
+
+def render_dkms_conf(version: str) -> str:
+    return render("dkms.conf.j2", version=version)
+
+
+def compiler_env(tree: KernelTree, shim_dir: Path) -> dict[str, str]:
+    """PATH with a shim for the compiler name the headers ask for, when it is missing.
+
+    Debian's 5.10 headers name gcc-10, absent on Debian 12; the machine's gcc builds a module
+    that loads. The shim is only created when the named compiler is not on PATH.
+    """
+    cc = tree.compiler()
+    path = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    if shutil.which(cc):
+        return {"PATH": path}
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise RuntimeError(f"the headers want {cc} and no gcc is installed")
+    shim_dir.mkdir(parents=True, exist_ok=True)
+    link = shim_dir / cc
+    if not link.exists():
+        link.symlink_to(gcc)
+    progress(f"{cc} not installed: using {gcc} through a PATH shim")
+    return {"PATH": f"{shim_dir}:{path}"}
+
+
+def stage_source(src_root: Path, dest: Path) -> None:
+    """Copy the module source (Kbuild, VERSION, dkms.conf, driver/) into a clean folder."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for item in SOURCE_ITEMS:
+        s = src_root / item
+        if s.is_dir():
+            shutil.copytree(
+                s, dest / item, ignore=shutil.ignore_patterns("*.o", "*.ko", ".*.cmd", "*.mod*")
+            )
+        else:
+            shutil.copy2(s, dest / item)
+
+
+def build_dir_for(tree: KernelTree, root: Path = REPO_ROOT) -> Path:
+    return root / "build" / tree.release
+
+
+def dkms_build(tree: KernelTree, src_root: Path = REPO_ROOT, out: Path | None = None) -> BuildResult:
+    """dkms add + build in a private dkms tree; returns the built module."""
+    version = read_version(src_root)
+    bdir = out or build_dir_for(tree, src_root)
+    source_tree = bdir / "src"
+    dkms_tree = bdir / "dkms"
+    if dkms_tree.exists():
+        shutil.rmtree(dkms_tree)
+    dkms_tree.mkdir(parents=True)
+    stage_source(src_root, source_tree / f"pvnet-{version}")
+    env = compiler_env(tree, bdir / "shims")
+    common = [
+        "--dkmstree", str(dkms_tree),
+        "--sourcetree", str(source_tree),
+        "--installtree", str(bdir / "install"),
+    ]
+    progress(f"dkms build pvnet/{version} for {tree.release}")
+    run(["dkms", "add", "-m", "pvnet", "-v", version, *common], env=env)
+    try:
+        run(
+            [
+                "dkms", "build", "-m", "pvnet", "-v", version, "-k", tree.release,
+                "--kernelsourcedir", str(tree.headers_dir), "--config", str(tree.config), *common,
+            ],
+            env=env,
+            timeout=1800,
+        )
+    except CommandError as err:
+        logs = sorted(dkms_tree.glob("pvnet/*/build/make.log"))
+        if logs:
+            err.args = (f"{err.args[0]}\n--- make.log ---\n{logs[0].read_text()[-4000:]}",)
+        raise
+    base = dkms_tree / "pvnet" / version / tree.release / "x86_64"
+    mods = sorted((base / "module").glob("pvnet.ko*"))
+    if not mods:
+        raise RuntimeError(f"dkms reported success but no pvnet.ko under {base}/module")
+    log = base / "log" / "make.log"
+    return BuildResult(mods[0], tree.release, version, log if log.exists() else None)
+
+
+def kbuild(
+    tree: KernelTree,
+    src_root: Path = REPO_ROOT,
+    extra: tuple[str, ...] = (),
+    out: Path | None = None,
+) -> BuildResult:
+    """Plain `make -C headers M=...` in a staged copy (developer loop, lint builds)."""
+    version = read_version(src_root)
+    bdir = (out or build_dir_for(tree, src_root)) / "kbuild"
+    stage_source(src_root, bdir)
+    env = compiler_env(tree, bdir.parent / "shims")
+    run(["make", "-C", str(tree.headers_dir), f"M={bdir}", *extra, "modules"], env=env, timeout=1800)
+    return BuildResult(bdir / "pvnet.ko", tree.release, version, None)

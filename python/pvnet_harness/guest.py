@@ -1,0 +1,280 @@
+"""A QEMU guest: process in the harness netns, serial console via pexpect, QMP, dmesg."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+import signal
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pexpect
+
+from . import REPO_ROOT
+from .image import GuestNic
+from .kernels import KernelTree
+from .netlab import NetLab
+from .templates import render
+from .util import log, progress
+
+BAD_DMESG = re.compile(
+    r"WARNING:|BUG:|Oops|refcount_t|unregister_netdevice: waiting|NETDEV WATCHDOG|"
+    r"general protection fault|Kernel panic|list_del corruption|UBSAN|KASAN|"
+    r"kernel BUG|soft lockup|hung_task|page allocation failure"
+)
+MAX_CMD = 3500  # keep well under the tty's 4095-byte canonical line
+
+
+class GuestError(RuntimeError):
+    """A guest step failed; the message carries the console tail."""
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    role: str
+    id: str
+    tap: str
+    mac: str
+    slot: int
+    queues: int = 1
+    host_mtu: int | None = None
+
+    @property
+    def pci(self) -> str:
+        return f"0000:00:{self.slot:02x}.0"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    machine: dict[str, Any]
+    nics: tuple[NicSpec, ...]
+
+    def nic(self, role: str) -> NicSpec:
+        for n in self.nics:
+            if n.role == role:
+                return n
+        raise KeyError(role)
+
+    def guest_nics(self) -> list[GuestNic]:
+        return [GuestNic(n.role, n.pci) for n in self.nics]
+
+
+def load_profile(name: str = "standard", root: Path = REPO_ROOT) -> Profile:
+    data = tomllib.loads((root / "qemu" / f"{name}.toml").read_text())
+    nics = tuple(NicSpec(**n) for n in data["nic"])
+    return Profile(name, data["machine"], nics)
+
+
+def kvm_usable(sys_module: Path = Path("/sys/module"), dev: Path = Path("/dev/kvm")) -> bool:
+    """KVM counts only when a hardware KVM module is loaded (kvm_pvm boots no stock kernel)."""
+    return dev.exists() and any((sys_module / m).exists() for m in ("kvm_intel", "kvm_amd"))
+
+
+def choose_accel(requested: str | None = None, sys_module: Path = Path("/sys/module")) -> str:
+    if requested in ("kvm", "tcg"):
+        return requested
+    if requested not in (None, "", "auto"):
+        raise ValueError(f"accelerator must be kvm, tcg or auto, not {requested!r}")
+    return "kvm" if kvm_usable(sys_module) else "tcg"
+
+
+def qemu_argv(
+    profile: Profile,
+    tree: KernelTree,
+    initrd: Path,
+    workdir: Path,
+    qmp_path: Path,
+    accel: str,
+    cmdline_extra: str = "",
+) -> list[str]:
+    cmdline = f"console=ttyS0 quiet loglevel=1 panic=-1 net.ifnames=0 {cmdline_extra}".strip()
+    text = render(
+        "qemu-args.j2",
+        machine=profile.machine,
+        accel="kvm" if accel == "kvm" else "tcg,thread=multi",
+        cpu="host" if accel == "kvm" else "max",
+        qmp_path=qmp_path,
+        vmlinux=tree.vmlinux,
+        initrd=initrd,
+        cmdline=cmdline,
+        workdir=workdir,
+        nics=profile.nics,
+        vhost=accel == "kvm" and Path("/dev/vhost-net").exists(),
+    )
+    return ["qemu-system-x86_64", *[ln for ln in text.splitlines() if ln.strip()]]
+
+
+def frame_command(cmd: str, token: str, seq: int) -> tuple[str, re.Pattern[str]]:
+    """Wrap a shell command so its exit code follows a marker the command text cannot match.
+
+    The marker is printed by printf from two halves, so an echoed command line never looks
+    like the marker itself.
+    """
+    if len(cmd) > MAX_CMD:
+        raise ValueError(f"command longer than {MAX_CMD} bytes: put it in a script on the work share")
+    if "\n" in cmd:
+        raise ValueError("one-line commands only: put multi-line scripts on the work share")
+    framed = f"{{ {cmd}\n}} </dev/null; printf '\\n%s_%s\\n' '@@PVNET{token}' \"{seq}=$?\"\n"
+    pattern = re.compile(rf"\r?\n@@PVNET{token}_{seq}=(\d+)\r?\n")
+    return framed, pattern
+
+
+@dataclass
+class CmdResult:
+    cmd: str
+    rc: int
+    out: str
+
+
+@dataclass
+class Guest:
+    """One booted guest. Use as a context manager; stop() is safe to call twice."""
+
+    tree: KernelTree
+    initrd: Path
+    lab: NetLab
+    profile: Profile
+    workdir: Path
+    accel: str = "tcg"
+    cmdline_extra: str = ""
+    child: pexpect.spawn | None = None
+    dmesg_log: list[str] = field(default_factory=list)
+    token: str = field(default_factory=lambda: secrets.token_hex(3))
+    _seq: int = 0
+
+    @property
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+    @property
+    def qmp_path(self) -> Path:
+        return self.workdir / "qmp.sock"
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid if self.child is not None else None
+
+    def __enter__(self) -> Guest:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, boot_timeout: float = 180) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = self.lab.exec_argv(
+            qemu_argv(self.profile, self.tree, self.initrd, self.workdir, self.qmp_path,
+                      self.accel, self.cmdline_extra)
+        )
+        log.info("qemu: %s", shlex.join(argv))
+        (self.workdir / "qemu.cmd").write_text(shlex.join(argv) + "\n")
+        progress(f"booting {self.tree.release} ({self.accel}) in netns {self.lab.name}")
+        t0 = time.monotonic()
+        logf = self.console_log.open("w")
+        self.child = pexpect.spawn(
+            argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=boot_timeout,
+            maxread=65536, echo=False, dimensions=(50, 400),
+        )
+        self.child.logfile_read = logf
+        idx = self.child.expect(
+            [r"PVNET-READY", r"PVNET-INIT-ERROR: [^\r\n]*", r"Kernel panic[^\r\n]*",
+             pexpect.EOF, pexpect.TIMEOUT]
+        )
+        if idx != 0:
+            what = ["", "init error", "kernel panic", "QEMU exited", "boot timeout"][idx]
+            self.fail(f"guest boot failed ({what}): {self.child.after!s}")
+        self.child.expect(r"\r?\n")
+        self.sendline_raw("stty -echo; export PS1='' PS2=''")
+        time.sleep(0.3)
+        self.run("true", timeout=30)
+        progress(f"guest up in {time.monotonic() - t0:.1f}s")
+
+    def sendline_raw(self, text: str) -> None:
+        assert self.child is not None
+        self.child.send(text + "\n")
+
+    def console_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.console_log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def fail(self, msg: str) -> None:
+        raise GuestError(f"{msg}\n--- guest console tail ({self.console_log}) ---\n"
+                         f"{self.console_tail()}")
+
+    def run(self, cmd: str, timeout: float = 60, check: bool = True) -> CmdResult:
+        """Run a one-line shell command in the guest; returns its exit code and output."""
+        if self.child is None or not self.child.isalive():
+            self.fail(f"guest is not running (command: {cmd})")
+        assert self.child is not None
+        self._seq += 1
+        framed, pattern = frame_command(cmd, self.token, self._seq)
+        self.child.send(framed)
+        idx = self.child.expect([pattern, r"Kernel panic[^\r\n]*", pexpect.EOF, pexpect.TIMEOUT],
+                                timeout=timeout)
+        if idx != 0:
+            what = ["", "kernel panic", "QEMU exited", f"timeout after {timeout}s"][idx]
+            self.fail(f"guest command failed ({what}): {cmd}")
+        assert self.child.match is not None
+        rc = int(self.child.match.group(1))
+        out = (self.child.before or "").replace("\r\n", "\n").replace("\r", "")
+        res = CmdResult(cmd, rc, out.strip("\n"))
+        if check and rc != 0:
+            self.fail(f"guest command exited {rc}: {cmd}\n{res.out[-3000:]}")
+        return res
+
+    def sh(self, cmd: str, timeout: float = 60) -> str:
+        return self.run(cmd, timeout=timeout).out
+
+    def qmp(self, command: str, **args: Any) -> Any:
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        mon = QEMUMonitorProtocol(str(self.qmp_path))
+        mon.connect()
+        try:
+            resp = mon.cmd_raw(command, args or None)
+        finally:
+            mon.close()
+        if "error" in resp:
+            raise GuestError(f"QMP {command} {args}: {resp['error']}")
+        return resp.get("return")
+
+    def new_dmesg(self) -> str:
+        """Kernel messages since the last call (the guest ring buffer is read and cleared)."""
+        text = self.run("dmesg -c", timeout=60).out
+        self.dmesg_log.append(text)
+        with (self.workdir / "dmesg.log").open("a") as f:
+            f.write(text + "\n")
+        return text
+
+    def stop(self) -> None:
+        child = self.child
+        if child is None:
+            return
+        self.child = None
+        if child.isalive():
+            try:
+                child.send("poweroff -f\n")
+                child.expect(pexpect.EOF, timeout=20)
+            except (pexpect.TIMEOUT, pexpect.EOF, OSError):
+                pass
+        if child.isalive():
+            child.kill(signal.SIGTERM)
+            time.sleep(1)
+        if child.isalive():
+            child.kill(signal.SIGKILL)
+        child.close(force=True)
+        if child.logfile_read is not None:
+            child.logfile_read.close()
+
+
+def bad_dmesg_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if BAD_DMESG.search(ln)]
