@@ -175,13 +175,15 @@ def build_initramfs(
     order = load_order([n for n, _ in wanted], deps, builtin)
 
     cpio = Cpio()
-    for d in ("bin", "dev", "proc", "sys", "tmp", "run", "usr", "etc", "kmod", "mnt", "mnt/work"):
+    for d in ("busybox", "dev", "proc", "sys", "tmp", "run", "usr", "etc", "kmod", "mnt",
+              "mnt/work"):
         cpio.dir(d)
-    cpio.symlink("lib", "usr/lib")
-    cpio.symlink("lib64", "usr/lib64")
-    cpio.symlink("sbin", "bin")
+    # merged /usr like the host: absolute links inside the host's /usr (/usr/sbin/ip -> /bin/ip,
+    # ld.so -> /lib/...) resolve into the shared /usr; busybox lives in /busybox.
+    for link in ("bin", "sbin", "lib", "lib64"):
+        cpio.symlink(link, f"usr/{link}")
     cpio.symlink("var", "run")
-    cpio.file("bin/busybox", BUSYBOX.read_bytes(), 0o755)
+    cpio.file("busybox/busybox", BUSYBOX.read_bytes(), 0o755)
     cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
     cpio.file("etc/group", b"root:x:0:\n")
     cpio.file("etc/hosts", b"127.0.0.1 localhost\n::1 localhost\n")

@@ -1,0 +1,213 @@
+"""The standard test bed: harness netns + one guest with the DUT (pvnet) and the peer
+(in-tree virtio_net, in guest netns "peer"), addressed and ready for traffic."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .guest import Guest, GuestError, Profile, bad_dmesg_lines, choose_accel, load_profile
+from .image import build_initramfs
+from .kernels import KernelTree
+from .netlab import HOST_V4, HOST_V6, NetLab, netem_args
+from .util import progress
+
+DUT_V4 = "198.18.0.2"
+PEER_V4 = "198.18.0.3"
+DUT_V6 = "2001:db8::2"
+PEER_V6 = "2001:db8::3"
+
+
+def parse_ethtool_stats(text: str) -> dict[str, int]:
+    """`ethtool -S` output -> {name: value}."""
+    stats: dict[str, int] = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().rpartition(":")
+        if sep and value.strip().lstrip("-").isdigit():
+            stats[name.strip()] = int(value)
+    return stats
+
+
+def parse_kv_lines(text: str, sep: str = ":") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        k, s, v = line.partition(sep)
+        if s:
+            out[k.strip()] = v.strip()
+    return out
+
+
+@dataclass
+class TestBed:
+    __test__ = False  # not a pytest test class
+
+    tree: KernelTree
+    pvnet_ko: Path
+    profile: Profile = field(default_factory=load_profile)
+    accel: str = field(default_factory=choose_accel)
+    pvnet_params: str = ""
+    keep: bool = False
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pvnet-bed-")))
+    lab: NetLab | None = None
+    guest: Guest | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> TestBed:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        initrd = build_initramfs(self.tree, self.pvnet_ko, self.workdir / "initrd.gz",
+                                 self.profile.guest_nics(), self.pvnet_params)
+        self.lab = NetLab({n.tap: n.queues for n in self.profile.nics})
+        self.lab.create()
+        try:
+            self.guest = Guest(self.tree, initrd, self.lab, self.profile, self.workdir / "guest",
+                               self.accel)
+            self.guest.start()
+            self.setup_peer()
+            self.setup_dut()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.guest is not None:
+            self.guest.stop()
+            self.guest = None
+        if self.lab is not None:
+            self.lab.close()
+            self.lab = None
+        if not self.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def g(self) -> Guest:
+        if self.guest is None:
+            raise GuestError("test bed is not started")
+        return self.guest
+
+    @property
+    def net(self) -> NetLab:
+        if self.lab is None:
+            raise GuestError("test bed is not started")
+        return self.lab
+
+    # ------------------------------------------------------------ topology
+
+    @property
+    def dut_mac(self) -> str:
+        return self.profile.nic("dut").mac
+
+    @property
+    def dut_tap(self) -> str:
+        return self.profile.nic("dut").tap
+
+    def dut_if(self) -> str:
+        """The DUT's current netdev name (it changes across driver reloads)."""
+        pci = self.profile.nic("dut").pci
+        out = self.g.sh(f"ls /sys/bus/pci/devices/{pci}/virtio*/net/ 2>/dev/null")
+        names = out.split()
+        if len(names) != 1:
+            self.g.fail(f"expected one netdev under the DUT {pci}, found {names}")
+        return names[0]
+
+    def dut_virtio(self) -> str:
+        pci = self.profile.nic("dut").pci
+        return self.g.sh(f"basename /sys/bus/pci/devices/{pci}/virtio*")
+
+    def setup_dut(self) -> str:
+        dev = self.dut_if()
+        self.g.sh(f"ip link set {dev} up && ip addr replace {DUT_V4}/24 dev {dev} && "
+                  f"ip -6 addr replace {DUT_V6}/64 dev {dev} nodad")
+        self.wait_carrier(True)
+        return dev
+
+    def setup_peer(self) -> None:
+        self.g.sh(f"ip -n peer link set peer0 up && ip -n peer addr replace {PEER_V4}/24 dev peer0"
+                  f" && ip -n peer -6 addr replace {PEER_V6}/64 dev peer0 nodad")
+
+    def wait_carrier(self, up: bool, timeout: float = 20) -> None:
+        want = "1" if up else "0"
+        deadline = time.monotonic() + timeout
+        while True:
+            dev = self.dut_if()
+            got = self.g.run(f"cat /sys/class/net/{dev}/carrier", check=False).out.strip()
+            if got == want:
+                return
+            if time.monotonic() > deadline:
+                self.g.fail(f"DUT carrier stayed {got!r}, wanted {want}")
+            time.sleep(0.5)
+
+    # ------------------------------------------------------------ reading the DUT
+
+    def ethtool_stats(self) -> dict[str, int]:
+        return parse_ethtool_stats(self.g.sh(f"ethtool -S {self.dut_if()}"))
+
+    def link_stats(self) -> dict[str, int]:
+        dev = self.dut_if()
+        out = self.g.sh(f"cd /sys/class/net/{dev}/statistics && grep . *")
+        return {k: int(v) for k, v in parse_kv_lines(out).items()}
+
+    def ethtool_info(self) -> dict[str, str]:
+        return parse_kv_lines(self.g.sh(f"ethtool -i {self.dut_if()}"))
+
+    # ------------------------------------------------------------ guest-side transfers
+
+    def listen(self, port: int, path: str, name: str, ns: str = "") -> None:
+        """Background one-shot TCP receiver in the guest writing to `path` (socat)."""
+        pre = f"ip netns exec {ns} " if ns else ""
+        self.g.sh(f"{pre}socat -u TCP-LISTEN:{port},reuseaddr OPEN:{path},creat,trunc "
+                  f">/tmp/{name}.log 2>&1 & echo $! > /tmp/{name}.pid")
+
+    def wait_job(self, name: str, timeout: float) -> None:
+        """Wait for a background guest job started by listen(); fail with its log."""
+        res = self.g.run(f"wait $(cat /tmp/{name}.pid)", timeout=timeout, check=False)
+        if res.rc != 0:
+            log = self.g.run(f"cat /tmp/{name}.log", check=False).out
+            self.g.fail(f"guest job {name} exited {res.rc}: {log}")
+
+    def sha256(self, path: str) -> str:
+        return self.g.sh(f"sha256sum {path}", timeout=180).split()[0]
+
+    # ------------------------------------------------------------ impairment
+
+    def impair_peer(self, delay_ms: float, loss_pct: float) -> str:
+        """netem on the peer, both directions (egress qdisc, ingress through ifb).
+
+        The host kernel of these machines has no sch_netem, so the wire is impaired inside
+        the guest at the peer end; the DUT's own queues carry no test qdisc.
+        """
+        args = " ".join(netem_args(delay_ms=delay_ms, loss_pct=loss_pct, limit=10000))
+        p = "ip netns exec peer"
+        self.g.sh(
+            f"{p} ip link add ifb0 type ifb && {p} ip link set ifb0 up && "
+            f"{p} tc qdisc add dev peer0 root {args} && "
+            f"{p} tc qdisc add dev peer0 handle ffff: ingress && "
+            f"{p} tc filter add dev peer0 parent ffff: matchall "
+            f"action mirred egress redirect dev ifb0 && "
+            f"{p} tc qdisc add dev ifb0 root {args}"
+        )
+        return args
+
+    def clear_impairment(self) -> None:
+        p = "ip netns exec peer"
+        self.g.run(f"{p} tc qdisc del dev peer0 root; {p} tc qdisc del dev peer0 ingress; "
+                   f"{p} ip link del ifb0", check=False)
+
+    def check_dmesg(self) -> list[str]:
+        """Bad kernel lines since the last check (WARNING, BUG, Oops, refcount...)."""
+        return bad_dmesg_lines(self.g.new_dmesg())
+
+
+__all__ = [
+    "DUT_V4", "DUT_V6", "HOST_V4", "HOST_V6", "PEER_V4", "PEER_V6", "TestBed",
+    "parse_ethtool_stats", "progress",
+]

@@ -1,0 +1,122 @@
+"""invoke tasks: kernels, build, dkms, test, test-qemu, check, demo, lint."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from invoke import Context, task
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "python"))
+
+from pvnet_harness import read_version  # noqa: E402
+from pvnet_harness.build import dkms_build, kbuild, render_dkms_conf  # noqa: E402
+from pvnet_harness.kernels import KernelCache, parse_lines_arg  # noqa: E402
+from pvnet_harness.util import CommandError, cache_dir, progress, setup_logging  # noqa: E402
+
+PY = sys.executable
+
+
+def _tree(line: str, offline: bool = False):
+    return KernelCache(cache_dir()).fetch(line, offline=offline)
+
+
+def _fail(err: Exception) -> None:
+    print(f"\nERROR: {err}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+@task(help={"line": "5.10, 6.1, 6.12, a comma list or all", "offline": "use the cache only"})
+def kernels(c: Context, line: str = "6.1", offline: bool = False, verbose: bool = False) -> None:
+    """Fetch Debian kernel image + headers per line into the cache (private apt state)."""
+    setup_logging(verbose)
+    for name in parse_lines_arg(line):
+        try:
+            t = _tree(name, offline)
+        except (CommandError, LookupError, RuntimeError) as err:
+            _fail(err)
+        print(f"{name:5} {t.version:22} {t.release:22} {t.root}")
+
+
+@task(help={"kernel": "kernel line", "w1": "extra warnings (W=1)", "sparse": "run sparse (C=2)"})
+def build(c: Context, kernel: str = "6.1", w1: bool = True, sparse: bool = False,
+          verbose: bool = False) -> None:
+    """Developer loop: plain kbuild of pvnet.ko against the cached headers."""
+    setup_logging(verbose)
+    extra = (("W=1",) if w1 else ()) + (("C=2",) if sparse else ())
+    try:
+        res = kbuild(_tree(kernel, offline=False), ROOT, extra)
+    except (CommandError, LookupError, RuntimeError) as err:
+        _fail(err)
+    print(res.module)
+
+
+@task(help={"kernel": "kernel line"})
+def dkms(c: Context, kernel: str = "6.1", verbose: bool = False) -> None:
+    """Build pvnet through DKMS (private dkms tree) against a kernel line."""
+    setup_logging(verbose)
+    try:
+        res = dkms_build(_tree(kernel), ROOT)
+    except (CommandError, LookupError, RuntimeError) as err:
+        _fail(err)
+    print(res.module)
+
+
+@task
+def dkms_conf(c: Context) -> None:
+    """Regenerate dkms.conf from its template and the VERSION file."""
+    (ROOT / "dkms.conf").write_text(render_dkms_conf(read_version(ROOT)))
+    print(ROOT / "dkms.conf")
+
+
+@task
+def test(c: Context) -> None:
+    """Unit tests: no QEMU, no root."""
+    c.run(f"{PY} -m pytest tests/unit -q", pty=False)
+
+
+def _pytest_e2e(kernel: str, accel: str, k: str, keep: bool, paths: str) -> str:
+    opts = f"--kernel {kernel} --accel {accel}"
+    if k:
+        opts += f" -k '{k}'"
+    if keep:
+        opts += " --keep"
+    return f"{PY} -m pytest {paths} {opts} -v --durations=15"
+
+
+@task(help={"kernel": "kernel line", "accel": "auto|kvm|tcg", "k": "pytest -k expression",
+            "keep": "keep guest work folders"})
+def test_qemu(c: Context, kernel: str = "6.1", accel: str = "auto", k: str = "",
+              keep: bool = False) -> None:
+    """End-to-end suite: DKMS build, QEMU guests, traffic (needs root)."""
+    for line in parse_lines_arg(kernel):
+        c.run(_pytest_e2e(line, accel, k, keep, "tests/e2e"), pty=False)
+
+
+@task(help={"kernel": "kernel line", "accel": "auto|kvm|tcg"})
+def check(c: Context, kernel: str = "6.1", accel: str = "auto") -> None:
+    """Everything CI runs: unit tests first, then the e2e suite, in one pytest session."""
+    c.run(_pytest_e2e(kernel, accel, "", False, "tests/unit tests/e2e"), pty=False)
+
+
+@task(help={"kernel": "kernel line", "accel": "auto|kvm|tcg", "out": "report folder"})
+def demo(c: Context, kernel: str = "6.1", accel: str = "auto", out: str = "out",
+         verbose: bool = False) -> None:
+    """Main job: fetch kernel, DKMS-build pvnet, boot a guest with it, push traffic, report."""
+    from pvnet_harness.demo import run_demo
+
+    setup_logging(verbose)
+    try:
+        report = run_demo(kernel, accel, ROOT / out)
+    except Exception as err:  # the report says what failed, with command/console context
+        _fail(err)
+    progress(f"report written to {ROOT / out / 'demo-report.json'}")
+    print(json.dumps(report["summary"], indent=2))
+
+
+@task
+def lint(c: Context) -> None:
+    """ruff on the Python code."""
+    c.run(f"{PY} -m ruff check python tests tasks.py")

@@ -1,0 +1,69 @@
+"""e2e fixtures: one kernel + DKMS build per session, one booted guest per test module.
+
+Every test that used a guest has the guest's new kernel messages checked after it: any
+WARNING/BUG/Oops/refcount/"unregister_netdevice: waiting"/NETDEV WATCHDOG fails that test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from pvnet_harness.build import BuildResult, dkms_build
+from pvnet_harness.guest import choose_accel
+from pvnet_harness.kernels import KernelCache, KernelTree
+from pvnet_harness.testbed import TestBed
+from pvnet_harness.util import cache_dir
+
+pytestmark = pytest.mark.qemu
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="e2e tests need root (netns, taps)")
+        for item in items:
+            if "e2e" in str(item.fspath):
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def kernel_tree(pytestconfig: pytest.Config) -> KernelTree:
+    line = pytestconfig.getoption("--kernel")
+    return KernelCache(cache_dir()).fetch(line, offline=pytestconfig.getoption("--offline"))
+
+
+@pytest.fixture(scope="session")
+def pvnet_build(kernel_tree: KernelTree) -> BuildResult:
+    return dkms_build(kernel_tree)
+
+
+@pytest.fixture(scope="session")
+def accel(pytestconfig: pytest.Config) -> str:
+    return choose_accel(pytestconfig.getoption("--accel"))
+
+
+@pytest.fixture(scope="module")
+def bed(
+    kernel_tree: KernelTree, pvnet_build: BuildResult, accel: str, pytestconfig: pytest.Config
+) -> Iterator[TestBed]:
+    tb = TestBed(kernel_tree, pvnet_build.module, accel=accel,
+                 keep=pytestconfig.getoption("--keep"))
+    tb.start()
+    try:
+        yield tb
+    finally:
+        tb.stop()
+
+
+@pytest.fixture(autouse=True)
+def _dmesg_clean(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "bed" not in request.fixturenames:
+        return
+    tb: TestBed = request.getfixturevalue("bed")
+    if tb.guest is None or tb.guest.child is None or not tb.guest.child.isalive():
+        return
+    bad = tb.check_dmesg()
+    if bad:
+        pytest.fail("guest dmesg after this test:\n" + "\n".join(bad), pytrace=False)

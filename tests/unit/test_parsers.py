@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from pvnet_harness.demo import iperf_mbps, ping_summary
+from pvnet_harness.testbed import parse_ethtool_stats, parse_kv_lines
+
+ETHTOOL_S = """NIC statistics:
+     rx_queue_0_packets: 1234
+     rx_queue_0_bytes: 99999
+     tx_queue_0_drops: 0
+"""
+
+PING = """--- 198.18.0.2 ping statistics ---
+10 packets transmitted, 10 received, 0% packet loss, time 1803ms
+rtt min/avg/max/mdev = 0.512/0.801/1.204/0.201 ms
+"""
+
+
+def test_parse_ethtool_stats() -> None:
+    assert parse_ethtool_stats(ETHTOOL_S) == {
+        "rx_queue_0_packets": 1234, "rx_queue_0_bytes": 99999, "tx_queue_0_drops": 0}
+
+
+def test_parse_ethtool_info() -> None:
+    info = parse_kv_lines("driver: pvnet\nversion: 0.1.0\nbus-info: 0000:00:03.0\n")
+    assert info["bus-info"] == "0000:00:03.0"
+
+
+def test_ping_summary() -> None:
+    assert ping_summary(PING) == {"loss_pct": 0.0, "rtt_min_ms": 0.512, "rtt_avg_ms": 0.801,
+                                  "rtt_max_ms": 1.204}
+
+
+def test_iperf_mbps() -> None:
+    assert iperf_mbps({"end": {"sum_received": {"bits_per_second": 5e8}}}) == 500.0

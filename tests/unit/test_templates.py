@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pvnet_harness import REPO_ROOT, read_version
+from pvnet_harness.build import render_dkms_conf
+from pvnet_harness.guest import choose_accel, kvm_usable, load_profile, qemu_argv
+from pvnet_harness.image import GuestNic, render_init
+from pvnet_harness.kernels import KernelTree
+
+
+def test_dkms_conf_in_sync_with_version() -> None:
+    assert (REPO_ROOT / "dkms.conf").read_text() == render_dkms_conf(read_version())
+    assert f'PACKAGE_VERSION="{read_version()}"' in render_dkms_conf(read_version())
+
+
+def test_one_version_source() -> None:
+    import pvnet_harness
+
+    assert pvnet_harness.__version__ == read_version()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", read_version())
+    kbuild = (REPO_ROOT / "Kbuild").read_text()
+    assert "VERSION" in kbuild and "PVNET_VERSION" in kbuild
+
+
+def test_init_binds_dut_to_pvnet_and_peer_to_netns() -> None:
+    text = render_init([("virtio_pci", ""), ("ifb", "numifbs=0")],
+                       [GuestNic("dut", "0000:00:03.0"), GuestNic("peer", "0000:00:04.0")],
+                       "napi_tx=0")
+    assert "insmod /kmod/virtio_pci.ko" in text
+    assert "insmod /kmod/ifb.ko numifbs=0" in text
+    assert 'echo "$(virtio_of 0000:00:03.0)" > /sys/bus/virtio/drivers/virtio_net/unbind' in text
+    assert "insmod /kmod/pvnet.ko napi_tx=0" in text
+    assert "netdev_of 0000:00:04.0" in text and "name peer0" in text
+    assert text.index("virtio_net/unbind") < text.index("insmod /kmod/pvnet.ko")
+    assert "PVNET-READY" in text
+    assert text.startswith("#!/busybox/busybox sh\n")
+
+
+def _tree(tmp_path: Path) -> KernelTree:
+    return KernelTree("6.1", "6.1.192-2", "6.1.0-56-amd64", tmp_path, tmp_path / "vmlinux")
+
+
+def test_qemu_argv_tcg(tmp_path: Path) -> None:
+    prof = load_profile("standard")
+    argv = qemu_argv(prof, _tree(tmp_path), tmp_path / "i.gz", tmp_path, tmp_path / "q.sock",
+                     "tcg")
+    joined = " ".join(argv)
+    assert argv[0] == "qemu-system-x86_64"
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
+    assert argv[argv.index("-kernel") + 1] == str(tmp_path / "vmlinux")  # PVH boot of vmlinux
+    assert "console=ttyS0" in argv[argv.index("-append") + 1]
+    nets = [a for a in argv if a.startswith("tap,")]
+    assert len(nets) == 2 and all("vhost=off" in n for n in nets)
+    devs = [a for a in argv if a.startswith("virtio-net-pci,")]
+    assert len(devs) == 2
+    for d in devs:
+        assert "romfile=," in d or d.endswith("romfile=")
+        assert "mq=on" in d and "vectors=6" in d
+    assert "mac=52:54:00:50:56:01" in joined and "addr=0x3" in joined
+    assert "readonly=on" in joined and "path=/usr" in joined
+
+
+def test_accel_choice(tmp_path: Path) -> None:
+    sysmod = tmp_path / "module"
+    sysmod.mkdir()
+    (sysmod / "kvm_pvm").mkdir()
+    assert choose_accel(None, sysmod) == "tcg"  # PVM's /dev/kvm boots no stock kernel
+    assert choose_accel("kvm", sysmod) == "kvm"
+    (sysmod / "kvm_intel").mkdir()
+    assert kvm_usable(sysmod, tmp_path / "module") is True
+    assert kvm_usable(sysmod, tmp_path / "nope") is False

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
+from pvnet_harness.traffic import (
+    CapturedFrame,
+    checksum_problems,
+    complete_partial_csum,
+    make_payload,
+    ones_sum,
+    udp_flood_frames,
+)
+
+
+def _partial(pkt: Ether, l4: type) -> tuple[bytes, int, int]:
+    """What a guest stack hands a CSUM-offloading driver: pseudo-header sum, not inverted."""
+    raw = bytearray(bytes(pkt))
+    start = len(pkt) - len(pkt[l4])
+    off = 16 if l4 is TCP else 6
+    if IP in pkt:
+        ip = pkt[IP]
+        pseudo = bytes(map(int, ip.src.split("."))) + bytes(map(int, ip.dst.split(".")))
+        pseudo += struct.pack("!BBH", 0, ip.proto, len(pkt[l4]))
+    else:
+        import socket
+
+        ip6 = pkt[IPv6]
+        pseudo = socket.inet_pton(socket.AF_INET6, ip6.src) + socket.inet_pton(
+            socket.AF_INET6, ip6.dst) + struct.pack("!IxxxB", len(pkt[l4]), ip6.nh)
+    raw[start + off : start + off + 2] = struct.pack("!H", ones_sum(pseudo))
+    return bytes(raw), start, off
+
+
+@pytest.mark.parametrize("l3", ["v4", "v6"])
+@pytest.mark.parametrize("l4", [TCP, UDP])
+def test_partial_completion_gives_valid_checksum(l3: str, l4: type) -> None:
+    net = IP(src="198.18.0.2", dst="198.18.0.1") if l3 == "v4" else IPv6(
+        src="2001:db8::2", dst="2001:db8::1")
+    pkt = Ether(bytes(Ether(src="52:54:00:50:56:01") / net / l4() / Raw(b"pvnet" * 37)))
+    raw, start, off = _partial(pkt, l4)
+    assert checksum_problems(raw)  # partial as left by the stack: not a valid wire frame
+    frame = CapturedFrame(raw, True, start, off)
+    assert checksum_problems(frame.wire()) == []
+    # a driver that got csum_offset wrong produces a broken frame
+    wrong = CapturedFrame(raw, True, start, 2)
+    assert checksum_problems(wrong.wire())
+
+
+def test_complete_rejects_out_of_frame() -> None:
+    with pytest.raises(ValueError):
+        complete_partial_csum(b"\0" * 20, 18, 6)
+
+
+def test_make_payload_hash(tmp_path: Path) -> None:
+    want = make_payload(tmp_path / "p", 100_001, b"s")
+    data = (tmp_path / "p").read_bytes()
+    assert len(data) == 100_001 and hashlib.sha256(data).hexdigest() == want
+    assert make_payload(tmp_path / "q", 100_001, b"s") == want
+
+
+def test_udp_flood_frames_distinct_and_valid() -> None:
+    frames = udp_flood_frames("02:00:00:00:00:01", "52:54:00:50:56:01", "198.18.0.1",
+                              "198.18.0.2", 50)
+    assert len({bytes(f) for f in frames}) == 50
+    assert all(checksum_problems(bytes(f)) == [] for f in frames)
+    with pytest.raises(ValueError):
+        udp_flood_frames("02:00:00:00:00:01", "52:54:00:50:56:01", "198.18.0.1", "10.0.0.1", 1)
