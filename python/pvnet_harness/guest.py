@@ -120,7 +120,8 @@ def frame_command(cmd: str, token: str, seq: int) -> tuple[str, re.Pattern[str]]
     if "\n" in cmd:
         raise ValueError("one-line commands only: put multi-line scripts on the work share")
     framed = f"{{ {cmd}\n}} </dev/null; printf '\\n%s_%s\\n' '@@PVNET{token}' \"{seq}=$?\"\n"
-    pattern = re.compile(rf"\r?\n@@PVNET{token}_{seq}=(\d+)\r?\n")
+    # line ends arrive as \r\r\n: the guest tty and the host pty both map \n to \r\n
+    pattern = re.compile(rf"\n@@PVNET{token}_{seq}=(\d+)\r*\n")
     return framed, pattern
 
 
@@ -190,7 +191,7 @@ class Guest:
             what = ["", "init error", "kernel panic", "QEMU exited", "boot timeout"][idx]
             self.fail(f"guest boot failed ({what}): {self.child.after!s}")
         self.child.expect(r"\r?\n")
-        self.sendline_raw("stty -echo; export PS1='' PS2=''")
+        self.sendline_raw("stty -echo; set +m +H; export PS1='' PS2=''")
         time.sleep(0.3)
         self.run("true", timeout=30)
         progress(f"guest up in {time.monotonic() - t0:.1f}s")
@@ -225,7 +226,7 @@ class Guest:
             self.fail(f"guest command failed ({what}): {cmd}")
         assert self.child.match is not None
         rc = int(self.child.match.group(1))
-        out = (self.child.before or "").replace("\r\n", "\n").replace("\r", "")
+        out = (self.child.before or "").replace("\r", "")
         res = CmdResult(cmd, rc, out.strip("\n"))
         if check and rc != 0:
             self.fail(f"guest command exited {rc}: {cmd}\n{res.out[-3000:]}")
@@ -262,7 +263,7 @@ class Guest:
         self.child = None
         if child.isalive():
             try:
-                child.send("poweroff -f\n")
+                child.send("/busybox/poweroff -f\n")
                 child.expect(pexpect.EOF, timeout=20)
             except (pexpect.TIMEOUT, pexpect.EOF, OSError):
                 pass

@@ -151,14 +151,17 @@ class GuestNic:
     pci: str  # e.g. 0000:00:03.0
 
 
-def render_init(modules: list[tuple[str, str]], nics: list[GuestNic], pvnet_params: str = "") -> str:
-    return render(
-        "init.sh.j2",
-        modules=modules,
-        dut=[n for n in nics if n.role == "dut"],
-        peer=[n for n in nics if n.role == "peer"],
-        pvnet_params=pvnet_params,
-    )
+def render_init(
+    modules: list[tuple[str, str]], nics: list[GuestNic], pvnet_params: str = ""
+) -> tuple[str, str]:
+    """(/init, /init2): busybox stage (mounts, modules), then host-bash stage (NICs, netns)."""
+    ctx = {
+        "modules": modules,
+        "dut": [n for n in nics if n.role == "dut"],
+        "peer": [n for n in nics if n.role == "peer"],
+        "pvnet_params": pvnet_params,
+    }
+    return render("init.sh.j2", **ctx), render("init2.sh.j2", **ctx)
 
 
 def build_initramfs(
@@ -193,7 +196,9 @@ def build_initramfs(
         cpio.file(f"kmod/{name}.ko", decompress_module(tree.modules_dir / rel))
         loaded.append((name, params.get(name, "")))
     cpio.file("kmod/pvnet.ko", decompress_module(pvnet_ko))
-    cpio.file("init", render_init(loaded, nics, pvnet_params).encode(), 0o755)
+    init1, init2 = render_init(loaded, nics, pvnet_params)
+    cpio.file("init", init1.encode(), 0o755)
+    cpio.file("init2", init2.encode(), 0o755)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(gzip.compress(cpio.to_bytes(), compresslevel=1))
     return out

@@ -12,6 +12,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,12 +137,42 @@ def udp_flood_frames(
     return frames
 
 
-def send_frames(lab: NetLab, iface: str, frames: list[Packet]) -> None:
-    """Send frames out of a host-side interface in the netns (scapy L2 socket)."""
-    from scapy.sendrecv import sendp
-
+def _packet_socket(lab: NetLab, iface: str) -> socket.socket:
+    """A raw AF_PACKET socket bound to an interface of the netns (opened inside it)."""
     with lab.entered():
-        sendp(frames, iface=iface, verbose=False)
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        s.bind((iface, 0))
+    return s
+
+
+def send_frames(lab: NetLab, iface: str, frames: list[Packet]) -> int:
+    """Send frames out of a host-side interface of the netns; returns how many were sent."""
+    raw = [bytes(f) for f in frames]
+    with _packet_socket(lab, iface) as s:
+        for frame in raw:
+            s.send(frame)
+    return len(raw)
+
+
+def l2_exchange(
+    lab: NetLab, iface: str, frame: Packet, want: Callable[[Packet], bool], timeout: float = 5
+) -> Packet | None:
+    """Send one frame and return the first received frame for which want() is true."""
+    with _packet_socket(lab, iface) as s:
+        s.settimeout(0.2)
+        s.send(bytes(frame))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data, addr = s.recvfrom(65535)
+            except TimeoutError:
+                continue
+            if addr[2] == PACKET_OUTGOING:
+                continue
+            pkt = Ether(data)
+            if want(pkt):
+                return pkt
+    return None
 
 
 # ---------------------------------------------------------------- checksums

@@ -8,9 +8,9 @@ import pytest
 from pvnet_harness import read_version
 from pvnet_harness.build import BuildResult
 from pvnet_harness.testbed import DUT_V4, DUT_V6, HOST_V4, HOST_V6, TestBed
+from pvnet_harness.traffic import l2_exchange
 from pvnet_harness.util import run
 from scapy.layers.l2 import ARP, Ether
-from scapy.sendrecv import srp1
 
 pytestmark = pytest.mark.qemu
 
@@ -56,17 +56,22 @@ def test_modinfo_complete(pvnet_build: BuildResult) -> None:
 
 def test_arp_both_ways(bed: TestBed) -> None:
     # host -> DUT: a scapy-crafted who-has on the bridge is answered with the DUT's MAC
-    with bed.net.entered():
-        ans = srp1(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst=DUT_V4, psrc=HOST_V4),
-                   iface="br0", timeout=10, verbose=False)
+    br_mac = bed.net.run(["cat", "/sys/class/net/br0/address"]).strip()
+    ans = l2_exchange(
+        bed.net, "br0",
+        Ether(src=br_mac, dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, hwsrc=br_mac, psrc=HOST_V4,
+                                                        pdst=DUT_V4),
+        lambda p: ARP in p and p[ARP].op == 2 and p[ARP].psrc == DUT_V4, timeout=10)
     assert ans is not None, "no ARP reply from the DUT"
     assert ans[ARP].hwsrc == bed.dut_mac and ans[ARP].psrc == DUT_V4
     # DUT -> host: the guest resolves the bridge address
     dev = bed.dut_if()
     g = bed.g
     g.sh(f"ip neigh flush dev {dev}")
-    g.sh(f"arping -c 2 -w 10 -I {dev} {HOST_V4}", timeout=30)
-    br_mac = bed.net.run(["cat", "/sys/class/net/br0/address"]).strip()
+    out = g.sh(f"arping -c 2 -w 10 -I {dev} {HOST_V4}", timeout=30)
+    assert f"reply from {HOST_V4} [{br_mac}]" in out.lower(), out
+    # and the guest kernel's own ARP resolution fills its neighbour table
+    g.sh(f"ping -c 1 -W 5 {HOST_V4}", timeout=30)
     assert br_mac in g.sh(f"ip neigh show {HOST_V4} dev {dev}")
 
 

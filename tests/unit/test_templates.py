@@ -25,17 +25,17 @@ def test_one_version_source() -> None:
 
 
 def test_init_binds_dut_to_pvnet_and_peer_to_netns() -> None:
-    text = render_init([("virtio_pci", ""), ("ifb", "numifbs=0")],
+    init1, text = render_init([("virtio_pci", ""), ("ifb", "numifbs=0")],
                        [GuestNic("dut", "0000:00:03.0"), GuestNic("peer", "0000:00:04.0")],
                        "napi_tx=0")
-    assert "insmod /kmod/virtio_pci.ko" in text
-    assert "insmod /kmod/ifb.ko numifbs=0" in text
+    assert "insmod /kmod/virtio_pci.ko" in init1
+    assert "insmod /kmod/ifb.ko numifbs=0" in init1
+    assert init1.startswith("#!/busybox/busybox sh\n") and "exec /usr/bin/bash" in init1
     assert 'echo "$(virtio_of 0000:00:03.0)" > /sys/bus/virtio/drivers/virtio_net/unbind' in text
     assert "insmod /kmod/pvnet.ko napi_tx=0" in text
     assert "netdev_of 0000:00:04.0" in text and "name peer0" in text
     assert text.index("virtio_net/unbind") < text.index("insmod /kmod/pvnet.ko")
     assert "PVNET-READY" in text
-    assert text.startswith("#!/busybox/busybox sh\n")
 
 
 def _tree(tmp_path: Path) -> KernelTree:
