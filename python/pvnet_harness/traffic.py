@@ -217,6 +217,8 @@ def checksum_problems(frame: bytes) -> list[str]:
     layer: Packet | None = pkt.payload
     depth = 0
     while isinstance(layer, Packet) and not isinstance(layer, Raw) and layer.name != "NoPayload":
+        if layer.name == "IPv6 Extension Header - Fragmentation header":
+            break  # an L4 checksum covers the whole datagram, not one fragment
         fld = _csum_field(layer)
         if fld is not None and layer.getfieldval(fld) is not None:
             got = layer.getfieldval(fld)
@@ -228,6 +230,8 @@ def checksum_problems(frame: bytes) -> list[str]:
             want = Ether(bytes(clone)).getlayer(depth + 1).getfieldval(fld)
             if got != want and not legal_zero:
                 problems.append(f"{layer.name} checksum {got:#06x} != {want:#06x}: {pkt.summary()}")
+        if isinstance(layer, IP) and (layer.flags.MF or layer.frag):
+            break
         layer = layer.payload
         depth += 1
     return problems

@@ -73,3 +73,18 @@ def test_udp_flood_frames_distinct_and_valid() -> None:
     assert all(checksum_problems(bytes(f)) == [] for f in frames)
     with pytest.raises(ValueError):
         udp_flood_frames("02:00:00:00:00:01", "52:54:00:50:56:01", "198.18.0.1", "10.0.0.1", 1)
+
+
+def test_fragments_check_only_what_they_carry() -> None:
+    from scapy.layers.inet import fragment
+    from scapy.layers.inet6 import IPv6ExtHdrFragment, fragment6
+
+    v4 = IP(src="198.18.0.2", dst="198.18.0.1") / UDP() / Raw(b"a" * 3000)
+    for frag in fragment(v4, 1400):
+        assert checksum_problems(bytes(Ether() / frag)) == []
+    v6 = IPv6(src="2001:db8::2", dst="2001:db8::1") / IPv6ExtHdrFragment() / UDP() / Raw(b"b" * 3000)
+    for frag in fragment6(v6, 1400):
+        assert checksum_problems(bytes(Ether() / frag)) == []
+    bad = bytearray(bytes(Ether() / fragment(v4, 1400)[0]))
+    bad[24] ^= 0xFF  # IPv4 header checksum still checked on a fragment
+    assert checksum_problems(bytes(bad))
