@@ -118,5 +118,6 @@ def demo(c: Context, kernel: str = "6.1", accel: str = "auto", out: str = "out",
 
 @task
 def lint(c: Context) -> None:
-    """ruff on the Python code."""
-    c.run(f"{PY} -m ruff check python tests tasks.py")
+    """ruff and mypy on the Python code."""
+    c.run(f"{PY} -m ruff check python tests tasks.py conftest.py")
+    c.run(f"{PY} -m mypy python/pvnet_harness --ignore-missing-imports")

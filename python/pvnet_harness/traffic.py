@@ -129,7 +129,7 @@ def udp_flood_frames(
 ) -> list[Packet]:
     """`count` distinct UDP frames (sequence number in the payload)."""
     check_test_address(dst)
-    frames = []
+    frames: list[Packet] = []
     base = Ether(src=src_mac, dst=dst_mac) / IP(src=src, dst=dst, ttl=64)
     for i in range(count):
         payload = struct.pack("!I", i).ljust(size, b"\x00")
@@ -227,7 +227,9 @@ def checksum_problems(frame: bytes) -> list[str]:
             target = clone.getlayer(depth + 1)
             assert target is not None
             target.setfieldval(fld, None)
-            want = Ether(bytes(clone)).getlayer(depth + 1).getfieldval(fld)
+            rebuilt = Ether(bytes(clone)).getlayer(depth + 1)
+            assert rebuilt is not None
+            want = rebuilt.getfieldval(fld)
             if got != want and not legal_zero:
                 problems.append(f"{layer.name} checksum {got:#06x} != {want:#06x}: {pkt.summary()}")
         if isinstance(layer, IP) and (layer.flags.MF or layer.frag):

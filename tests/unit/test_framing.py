@@ -3,7 +3,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from pvnet_harness.guest import bad_dmesg_lines, frame_command
 
 

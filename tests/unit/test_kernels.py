@@ -4,7 +4,6 @@ import lzma
 from pathlib import Path
 
 import pytest
-
 from pvnet_harness.debver import compare_versions
 from pvnet_harness.kernels import (
     LINES,

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from pvnet_harness.netlab import check_test_address, netem_args
 
 

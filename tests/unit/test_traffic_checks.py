@@ -5,11 +5,6 @@ import struct
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
-from scapy.packet import Raw
-
 from pvnet_harness.traffic import (
     CapturedFrame,
     checksum_problems,
@@ -18,6 +13,10 @@ from pvnet_harness.traffic import (
     ones_sum,
     udp_flood_frames,
 )
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
 
 
 def _partial(pkt: Ether, l4: type) -> tuple[bytes, int, int]:
