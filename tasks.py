@@ -71,6 +71,32 @@ def dkms_conf(c: Context) -> None:
     print(ROOT / "dkms.conf")
 
 
+@task(help={"out": "output folder (relative to the checkout)",
+            "kernel": "kernel line the signed module is built for",
+            "sign_key": "private key (PEM) to sign pvnet.ko with",
+            "sign_cert": "X.509 certificate of that key (PEM or DER)"})
+def dist(c: Context, out: str = "dist", kernel: str = "6.1", sign_key: str = "",
+         sign_cert: str = "") -> None:
+    """DKMS source tarball and pvnet-dkms .deb; with --sign-key/--sign-cert a signed pvnet.ko."""
+    from pvnet_harness.dist import build_dist
+
+    setup_logging()
+    try:
+        res = build_dist(ROOT / out, Path(sign_key) if sign_key else None,
+                         Path(sign_cert) if sign_cert else None, kernel_line=kernel)
+    except (CommandError, LookupError, RuntimeError, ValueError, OSError) as err:
+        _fail(err)
+    for path in (res.tarball, res.deb, res.signed_module):
+        if path is not None:
+            print(path)
+
+
+@task
+def test_packaging(c: Context) -> None:
+    """Packaging tests: DKMS tarball per line, .deb install/purge, lintian, signing (root)."""
+    c.run(f"{PY} -m pytest tests/e2e/test_packaging.py -v -rs", pty=False)
+
+
 @task
 def test(c: Context) -> None:
     """Unit tests: no QEMU, no root."""

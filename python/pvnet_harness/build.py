@@ -13,6 +13,7 @@ from .templates import render
 from .util import CommandError, progress, run
 
 SOURCE_ITEMS = ("Kbuild", "VERSION", "dkms.conf", "driver")
+NO_DKMS_SIGNING = "/nonexistent/pvnet-no-dkms-signing"
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ def dkms_build(tree: KernelTree, src_root: Path = REPO_ROOT, out: Path | None = 
         shutil.rmtree(dkms_tree)
     dkms_tree.mkdir(parents=True)
     stage_source(src_root, source_tree / f"pvnet-{version}")
-    env = compiler_env(tree, bdir / "shims")
+    # dkms signs with a self-made /var/lib/dkms/mok.key whenever it finds a sign-file at a
+    # system path (linux-kbuild installed); the harness never touches the machine's keys.
+    env = {**compiler_env(tree, bdir / "shims"), "sign_file": NO_DKMS_SIGNING}
     common = [
         "--dkmstree", str(dkms_tree),
         "--sourcetree", str(source_tree),
