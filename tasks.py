@@ -103,8 +103,10 @@ def test(c: Context) -> None:
     c.run(f"{PY} -m pytest tests/unit -q", pty=False)
 
 
-def _pytest_e2e(kernel: str, accel: str, k: str, keep: bool, paths: str) -> str:
+def _pytest_e2e(kernel: str, accel: str, k: str, keep: bool, paths: str, junit: str = "") -> str:
     opts = f"--kernel {kernel} --accel {accel}"
+    if junit:
+        opts += f" --junitxml={junit}"
     if k:
         opts += f" -k '{k}'"
     if keep:
@@ -116,9 +118,28 @@ def _pytest_e2e(kernel: str, accel: str, k: str, keep: bool, paths: str) -> str:
             "keep": "keep guest work folders"})
 def test_qemu(c: Context, kernel: str = "6.1", accel: str = "auto", k: str = "",
               keep: bool = False) -> None:
-    """End-to-end suite: DKMS build, QEMU guests, traffic (needs root)."""
-    for line in parse_lines_arg(kernel):
-        c.run(_pytest_e2e(line, accel, k, keep, "tests/e2e"), pty=False)
+    """End-to-end suite per kernel line (root); with several lines, a line x test matrix."""
+    from pvnet_harness.matrix import all_passed, build_matrix, render_matrix
+
+    lines = parse_lines_arg(kernel)
+    if len(lines) == 1:
+        c.run(_pytest_e2e(lines[0], accel, k, keep, "tests/e2e"), pty=False)
+        return
+    reports: dict[str, Path | None] = {}
+    out = ROOT / "out"
+    out.mkdir(exist_ok=True)
+    for line in lines:
+        junit = out / f"e2e-{line}.xml"
+        junit.unlink(missing_ok=True)
+        progress(f"e2e suite on kernel line {line}")
+        c.run(_pytest_e2e(line, accel, k, keep, "tests/e2e", str(junit)), pty=False, warn=True)
+        reports[line] = junit if junit.exists() else None
+    tests, table = build_matrix(reports)
+    text = render_matrix(tests, table)
+    (out / "e2e-matrix.txt").write_text(text + "\n")
+    print("\n" + text)
+    if not all_passed(table):
+        raise SystemExit(1)
 
 
 @task(help={"kernel": "kernel line", "accel": "auto|kvm|tcg"})
