@@ -163,8 +163,18 @@ def demo(c: Context, kernel: str = "6.1", accel: str = "auto", out: str = "out",
     print(json.dumps(report["summary"], indent=2))
 
 
-@task
-def lint(c: Context) -> None:
-    """ruff and mypy on the Python code."""
+@task(help={"kernel": "kernel lines for the W=1 + sparse builds (comma list or all)"})
+def lint(c: Context, kernel: str = "all", verbose: bool = False) -> None:
+    """ruff + mypy (Python); checkpatch --strict, W=1 and sparse per kernel line (driver)."""
+    from pvnet_harness.lint import checkpatch, warning_build
+
+    setup_logging(verbose)
     c.run(f"{PY} -m ruff check python tests tasks.py conftest.py")
     c.run(f"{PY} -m mypy python/pvnet_harness --ignore-missing-imports")
+    results = [checkpatch()] + [warning_build(line) for line in parse_lines_arg(kernel)]
+    for r in results:
+        print(f"{'ok  ' if r.ok else 'FAIL'} {r.name}")
+        for f in r.findings[:40]:
+            print(f"     {f}")
+    if not all(r.ok for r in results):
+        raise SystemExit(1)

@@ -22,6 +22,7 @@ class BuildResult:
     kernel_release: str
     version: str
     log: Path | None
+    log_text: str = ""
 
 
 def render_dkms_conf(version: str) -> str:
@@ -115,11 +116,16 @@ def kbuild(
     src_root: Path = REPO_ROOT,
     extra: tuple[str, ...] = (),
     out: Path | None = None,
+    capture_log: bool = False,
 ) -> BuildResult:
     """Plain `make -C headers M=...` in a staged copy (developer loop, lint builds)."""
     version = read_version(src_root)
     bdir = (out or build_dir_for(tree, src_root)) / "kbuild"
     stage_source(src_root, bdir)
     env = compiler_env(tree, bdir.parent / "shims")
-    run(["make", "-C", str(tree.headers_dir), f"M={bdir}", *extra, "modules"], env=env, timeout=1800)
-    return BuildResult(bdir / "pvnet.ko", tree.release, version, None)
+    proc = run(["make", "-C", str(tree.headers_dir), f"M={bdir}", *extra, "modules"], env=env,
+               timeout=1800)
+    text = (proc.stdout or "") + (proc.stderr or "") if capture_log else ""
+    if not capture_log and proc.stderr:
+        print(proc.stderr, end="")
+    return BuildResult(bdir / "pvnet.ko", tree.release, version, None, text)

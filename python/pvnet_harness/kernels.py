@@ -324,6 +324,36 @@ class KernelCache:
                 refs.append(_ref(self.apt.show_one(dep, version)))
         return KernelPin(line_name, version, abi, tuple(refs))
 
+    def checkpatch(self, line_name: str = "6.12") -> Path:
+        """scripts/checkpatch.pl (+ spelling.txt, const_structs.checkpatch) from Debian's
+        linux-source package of a line, fetched once through the private apt state."""
+        line = LINES[line_name]
+        self.apt.update()
+        meta = newest_for_line(self.apt.show(f"linux-source-{line_name}"), line)
+        dest = self.cache / "checkpatch" / meta["Version"]
+        script = dest / "scripts" / "checkpatch.pl"
+        if script.exists():
+            return script
+        ref = _ref(meta)
+        debs = self.cache / "checkpatch" / "debs"
+        if not self._good(ref, debs):
+            progress(f"downloading {ref.name} {ref.version} for checkpatch ({ref.size / 1e6:.0f} MB)")
+            self.apt.download([ref], debs)
+        if not self._good(ref, debs):
+            raise RuntimeError(f"sha256 mismatch against apt metadata: {ref.deb_name}")
+        work = dest / "x"
+        work.mkdir(parents=True, exist_ok=True)
+        run(["dpkg-deb", "-x", debs / ref.deb_name, work])
+        tarballs = sorted(work.glob("usr/src/linux-source-*.tar.*"))
+        if not tarballs:
+            raise RuntimeError(f"{ref.deb_name} holds no linux-source tarball")
+        top = tarballs[0].name.split(".tar")[0]
+        members = [f"{top}/scripts/{n}" for n in ("checkpatch.pl", "spelling.txt",
+                                                   "const_structs.checkpatch")]
+        run(["tar", "-C", dest, "--strip-components=1", "-xf", tarballs[0], *members], timeout=900)
+        shutil.rmtree(work)
+        return script
+
     def tree_dir(self, version: str) -> Path:
         return self.cache / "kernels" / version
 
