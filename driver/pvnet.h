@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * pvnet: paravirtual (virtio-net) network driver - shared definitions.
+ */
+#ifndef _PVNET_H
+#define _PVNET_H
+
+#include <linux/netdevice.h>
+#include <linux/scatterlist.h>
+#include <linux/skbuff.h>
+#include <linux/spinlock.h>
+#include <linux/u64_stats_sync.h>
+#include <linux/virtio.h>
+#include <linux/virtio_net.h>
+#include <linux/workqueue.h>
+
+#define PVNET_DRV_NAME		"pvnet"
+
+#ifndef PVNET_VERSION
+#define PVNET_VERSION		"unknown"
+#endif
+
+/*
+ * With VIRTIO_F_VERSION_1 the header always carries num_buffers, so it is
+ * 12 bytes (struct virtio_net_hdr_v1) whether or not MRG_RXBUF is
+ * negotiated (VIRTIO 1.2, 5.1.6).
+ */
+#define PVNET_HDR_LEN		sizeof(struct virtio_net_hdr_v1)
+
+/*
+ * Worst case descriptors for one tx packet: header plus linear part (one
+ * entry, the header is pushed in front of the data) and one entry per
+ * page fragment, plus one spare.
+ */
+#define PVNET_TX_MAX_SG		(MAX_SKB_FRAGS + 2)
+/* Stop the tx queue when fewer descriptors than this are free. */
+#define PVNET_TX_STOP_THRESH	(MAX_SKB_FRAGS + 2)
+
+/* Delay before retrying an rx refill that failed for lack of memory. */
+#define PVNET_REFILL_DELAY	(HZ / 2)
+
+struct pvnet_priv;
+
+struct pvnet_rxq_stats {
+	struct u64_stats_sync syncp;
+	u64_stats_t packets;
+	u64_stats_t bytes;
+	u64_stats_t drops;
+	u64_stats_t kicks;
+	u64_stats_t errors;		/* length errors */
+	u64_stats_t csum_valid;		/* VIRTIO_NET_HDR_F_DATA_VALID seen */
+	u64_stats_t csum_partial;	/* VIRTIO_NET_HDR_F_NEEDS_CSUM seen */
+};
+
+struct pvnet_txq_stats {
+	struct u64_stats_sync syncp;
+	u64_stats_t packets;
+	u64_stats_t bytes;
+	u64_stats_t drops;
+	u64_stats_t kicks;
+	u64_stats_t stops;
+	u64_stats_t wakes;
+};
+
+/* One entry of the per-queue ethtool statistics tables. */
+struct pvnet_stat_desc {
+	const char *name;
+	size_t offset;
+};
+
+/* Order of the per-queue statistics as read by pvnet_*q_stats_read(). */
+enum {
+	PVNET_RXQ_PACKETS,
+	PVNET_RXQ_BYTES,
+	PVNET_RXQ_DROPS,
+	PVNET_RXQ_KICKS,
+	PVNET_RXQ_ERRORS,
+	PVNET_RXQ_CSUM_VALID,
+	PVNET_RXQ_CSUM_PARTIAL,
+	PVNET_RXQ_STATS_NUM
+};
+
+enum {
+	PVNET_TXQ_PACKETS,
+	PVNET_TXQ_BYTES,
+	PVNET_TXQ_DROPS,
+	PVNET_TXQ_KICKS,
+	PVNET_TXQ_STOPS,
+	PVNET_TXQ_WAKES,
+	PVNET_TXQ_STATS_NUM
+};
+
+extern const struct pvnet_stat_desc pvnet_rxq_stat_descs[PVNET_RXQ_STATS_NUM];
+extern const struct pvnet_stat_desc pvnet_txq_stat_descs[PVNET_TXQ_STATS_NUM];
+
+struct pvnet_rxq {
+	struct pvnet_priv *priv;
+	struct virtqueue *vq;
+	struct napi_struct napi;
+	/* Written only from this queue's NAPI poll or with NAPI disabled. */
+	struct pvnet_rxq_stats stats;
+	char name[16];
+};
+
+struct pvnet_txq {
+	struct pvnet_priv *priv;
+	struct virtqueue *vq;
+	struct napi_struct napi;	/* used only when priv->napi_tx */
+	/* Written only under the netdev tx queue lock. */
+	struct pvnet_txq_stats stats;
+	/* Set by the tx interrupt when it woke the queue (non-NAPI mode). */
+	bool woken;
+	struct scatterlist sg[PVNET_TX_MAX_SG];
+	char name[16];
+};
+
+struct pvnet_priv {
+	struct virtio_device *vdev;
+	struct net_device *dev;
+
+	struct pvnet_rxq *rxq;
+	struct pvnet_txq *txq;
+	u16 max_queue_pairs;
+	u16 curr_queue_pairs;
+
+	/* Bytes posted per rx buffer: header plus largest frame. */
+	unsigned int rx_buf_len;
+
+	bool napi_tx;
+	bool has_status;
+	/* vqs exist (false after a failed restore). */
+	bool vqs_ready;
+	/* Queues and NAPI are running (between pvnet_up and pvnet_down). */
+	bool active;
+
+	/* Rx refill retry work; only scheduled while refill_enabled. */
+	struct delayed_work refill;
+	spinlock_t refill_lock;		/* protects refill_enabled */
+	bool refill_enabled;
+
+	/* Config change (link status) work. */
+	struct work_struct config_work;
+	spinlock_t config_lock;		/* protects config_enabled */
+	bool config_enabled;
+
+	atomic_long_t tx_timeouts;
+};
+
+static inline unsigned int pvnet_rxq_index(const struct virtqueue *vq)
+{
+	return vq->index / 2;
+}
+
+static inline unsigned int pvnet_txq_index(const struct virtqueue *vq)
+{
+	return (vq->index - 1) / 2;
+}
+
+/* Schedule @napi from a virtqueue callback and mute further callbacks. */
+static inline void pvnet_vq_napi_schedule(struct napi_struct *napi,
+					  struct virtqueue *vq)
+{
+	if (napi_schedule_prep(napi)) {
+		virtqueue_disable_cb(vq);
+		__napi_schedule(napi);
+	}
+}
+
+/*
+ * Finish a NAPI poll that did less than its budget and re-arm the vq
+ * callback without losing a buffer that was used in the meantime.
+ */
+static inline void pvnet_vq_napi_complete(struct napi_struct *napi,
+					  struct virtqueue *vq, int done)
+{
+	unsigned int opaque;
+
+	if (!napi_complete_done(napi, done))
+		return;
+	opaque = virtqueue_enable_cb_prepare(vq);
+	if (unlikely(virtqueue_poll(vq, opaque)))
+		pvnet_vq_napi_schedule(napi, vq);
+}
+
+/* pvnet_rx.c */
+void pvnet_rx_vq_done(struct virtqueue *vq);
+int pvnet_rx_poll(struct napi_struct *napi, int budget);
+bool pvnet_rx_refill(struct pvnet_rxq *rxq, gfp_t gfp, bool in_napi);
+void pvnet_refill_work(struct work_struct *work);
+void pvnet_refill_schedule(struct pvnet_priv *priv, unsigned long delay);
+void pvnet_rx_free_unused(struct pvnet_rxq *rxq);
+
+/* pvnet_tx.c */
+void pvnet_tx_vq_done(struct virtqueue *vq);
+int pvnet_tx_poll(struct napi_struct *napi, int budget);
+netdev_tx_t pvnet_start_xmit(struct sk_buff *skb, struct net_device *dev);
+void pvnet_tx_open(struct pvnet_txq *txq);
+void pvnet_tx_free_unused(struct pvnet_txq *txq);
+
+/* pvnet_ethtool.c */
+void pvnet_set_ethtool_ops(struct net_device *dev);
+void pvnet_rxq_stats_read(const struct pvnet_rxq_stats *stats, u64 *vals);
+void pvnet_txq_stats_read(const struct pvnet_txq_stats *stats, u64 *vals);
+
+#endif /* _PVNET_H */
