@@ -59,11 +59,14 @@ def bed(
 @pytest.fixture(autouse=True)
 def _dmesg_clean(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    if "bed" not in request.fixturenames:
-        return
-    tb: TestBed = request.getfixturevalue("bed")
-    if tb.guest is None or tb.guest.child is None or not tb.guest.child.isalive():
-        return
-    bad = tb.check_dmesg()
-    if bad:
-        pytest.fail("guest dmesg after this test:\n" + "\n".join(bad), pytrace=False)
+    for name in request.fixturenames:
+        if not name.startswith("bed"):
+            continue
+        tb = request.getfixturevalue(name)
+        if not isinstance(tb, TestBed) or tb.guest is None or tb.guest.child is None:
+            continue
+        if not tb.guest.child.isalive():
+            continue
+        bad = tb.check_dmesg()
+        if bad:
+            pytest.fail(f"guest dmesg ({name}) after this test:\n" + "\n".join(bad), pytrace=False)
