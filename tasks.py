@@ -103,10 +103,8 @@ def test(c: Context) -> None:
     c.run(f"{PY} -m pytest tests/unit -q", pty=False)
 
 
-def _pytest_e2e(kernel: str, accel: str, k: str, keep: bool, paths: str, junit: str = "") -> str:
+def _pytest_e2e(kernel: str, accel: str, k: str, keep: bool, paths: str) -> str:
     opts = f"--kernel {kernel} --accel {accel}"
-    if junit:
-        opts += f" --junitxml={junit}"
     if k:
         opts += f" -k '{k}'"
     if keep:
@@ -119,33 +117,49 @@ def _pytest_e2e(kernel: str, accel: str, k: str, keep: bool, paths: str, junit: 
 def test_qemu(c: Context, kernel: str = "6.1", accel: str = "auto", k: str = "",
               keep: bool = False) -> None:
     """End-to-end suite per kernel line (root); with several lines, a line x test matrix."""
-    from pvnet_harness.matrix import all_passed, build_matrix, render_matrix
-
     lines = parse_lines_arg(kernel)
     if len(lines) == 1:
         c.run(_pytest_e2e(lines[0], accel, k, keep, "tests/e2e"), pty=False)
         return
-    reports: dict[str, Path | None] = {}
+    _run_matrix(c, lines, [(line, _pytest_e2e(line, accel, k, keep, "tests/e2e")) for line in lines])
+
+
+def _run_matrix(c: Context, lines: list[str], runs: list[tuple[str, str]]) -> None:
+    """Run one pytest session per (line, extra args), then print the line x test matrix."""
+    from pvnet_harness.matrix import all_passed, build_matrix, render_matrix
+
     out = ROOT / "out"
     out.mkdir(exist_ok=True)
-    for line in lines:
+    reports: dict[str, Path | None] = {}
+    failed = False
+    for line, cmd in zip(lines, (r[1] for r in runs), strict=True):
         junit = out / f"e2e-{line}.xml"
         junit.unlink(missing_ok=True)
-        progress(f"e2e suite on kernel line {line}")
-        c.run(_pytest_e2e(line, accel, k, keep, "tests/e2e", str(junit)), pty=False, warn=True)
+        progress(f"test suite on kernel line {line}")
+        res = c.run(f"{cmd} --junitxml={junit}", pty=False, warn=True)
+        failed |= res is None or res.exited != 0
         reports[line] = junit if junit.exists() else None
     tests, table = build_matrix(reports)
     text = render_matrix(tests, table)
     (out / "e2e-matrix.txt").write_text(text + "\n")
     print("\n" + text)
-    if not all_passed(table):
+    if failed or not all_passed(table):
         raise SystemExit(1)
 
 
-@task(help={"kernel": "kernel line", "accel": "auto|kvm|tcg"})
-def check(c: Context, kernel: str = "6.1", accel: str = "auto") -> None:
-    """Everything CI runs: unit tests first, then the e2e suite, in one pytest session."""
-    c.run(_pytest_e2e(kernel, accel, "", False, "tests/unit tests/e2e"), pty=False)
+@task(help={"kernel": "kernel lines (comma list or all)", "accel": "auto|kvm|tcg",
+            "lint_first": "run invoke lint before the tests"})
+def check(c: Context, kernel: str = "all", accel: str = "auto", lint_first: bool = True) -> None:
+    """Everything CI runs: lint, then unit tests + the e2e suite on every kernel line
+    (packaging tests once, with the first line), then a line x test matrix."""
+    lines = parse_lines_arg(kernel)
+    if lint_first:
+        lint(c, kernel=kernel)
+    runs = []
+    for i, line in enumerate(lines):
+        paths = "tests/unit tests/e2e" if i == 0 else "tests/e2e -m 'not packaging'"
+        runs.append((line, _pytest_e2e(line, accel, "", False, paths)))
+    _run_matrix(c, lines, runs)
 
 
 @task(help={"kernel": "kernel line", "accel": "auto|kvm|tcg", "out": "report folder"})
