@@ -3,10 +3,13 @@
  * pvnet: kernel API compatibility helpers.
  *
  * Every call whose signature or name differs between the kernels pvnet
- * supports goes through one of the small helpers below, so that version
- * differences stay in this one file.  For now the helpers use the 6.1
- * API directly; build-time probes that define PVNET_HAVE_* macros will
- * select the variants for other kernels.
+ * supports (Debian's 5.10, 6.1 and 6.12) goes through one of the small
+ * helpers below, so that the differences stay in this one file.  The
+ * variant is chosen by compile probes, never by version number: Kbuild
+ * compiles each driver/compat/<name>.c against the target headers and
+ * the generated pvnet_compat_probed.h defines PVNET_HAVE_<NAME> for the
+ * probes that compiled (distribution kernels backport APIs, so a version
+ * number does not say which API a kernel has).
  */
 #ifndef _PVNET_COMPAT_H
 #define _PVNET_COMPAT_H
@@ -14,44 +17,105 @@
 #include <linux/etherdevice.h>
 #include <linux/ethtool.h>
 #include <linux/netdevice.h>
+#include <linux/slab.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
+
+#include "pvnet_compat_probed.h"
 
 /* netif_napi_add() lost its weight argument in 6.1. */
 static inline void pvnet_napi_add(struct net_device *dev,
 				  struct napi_struct *napi,
 				  int (*poll)(struct napi_struct *, int))
 {
+#ifdef PVNET_HAVE_NETIF_NAPI_ADD_NO_WEIGHT
 	netif_napi_add(dev, napi, poll);
+#else
+	netif_napi_add(dev, napi, poll, NAPI_POLL_WEIGHT);
+#endif
 }
 
-/* netif_tx_napi_add() was renamed netif_napi_add_tx() in 5.19/6.1. */
+/* netif_tx_napi_add(..., weight) became netif_napi_add_tx() in 5.19. */
 static inline void pvnet_napi_add_tx(struct net_device *dev,
 				     struct napi_struct *napi,
 				     int (*poll)(struct napi_struct *, int))
 {
+#ifdef PVNET_HAVE_NETIF_NAPI_ADD_TX
 	netif_napi_add_tx(dev, napi, poll);
+#else
+	netif_tx_napi_add(dev, napi, poll, NAPI_POLL_WEIGHT);
+#endif
 }
 
 /* virtio_reset_device() appeared in 5.17; older kernels call the op. */
 static inline void pvnet_reset_device(struct virtio_device *vdev)
 {
+#ifdef PVNET_HAVE_VIRTIO_RESET_DEVICE
 	virtio_reset_device(vdev);
+#else
+	vdev->config->reset(vdev);
+#endif
 }
 
-/* virtio_find_vqs() takes a struct virtqueue_info array from 6.11 on. */
+/*
+ * From 6.11 config change callbacks also have a driver-level switch, and
+ * it is kept in the virtio_device, not in the driver: virtio_net turns it
+ * off in probe and on only in ndo_open, so on a device virtio_net had
+ * before (loaded first, or sysfs unbind/bind) pvnet would never hear of a
+ * link change.  Turn it on; older kernels have no such switch, and their
+ * core delivers config changes to every bound driver.
+ *
+ * Calls the driver's config_changed op if a change is pending: do not
+ * hold a lock that op takes.  Process context only.
+ */
+static inline void pvnet_config_driver_enable(struct virtio_device *vdev)
+{
+#ifdef PVNET_HAVE_VIRTIO_CONFIG_DRIVER_ENABLE
+	virtio_config_driver_enable(vdev);
+#endif
+}
+
+/*
+ * virtio_find_vqs() takes one struct virtqueue_info array from 6.11 on,
+ * separate callbacks[] and names[] arrays before.  May sleep.
+ */
 static inline int pvnet_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 				 struct virtqueue *vqs[],
 				 vq_callback_t *callbacks[],
 				 const char * const names[])
 {
+#ifdef PVNET_HAVE_VIRTIO_FIND_VQS_INFO
+	struct virtqueue_info *info;
+	unsigned int i;
+	int err;
+
+	info = kcalloc(nvqs, sizeof(*info), GFP_KERNEL);
+	if (!info)
+		return -ENOMEM;
+
+	for (i = 0; i < nvqs; i++) {
+		info[i].name = names[i];
+		info[i].callback = callbacks[i];
+	}
+	err = virtio_find_vqs(vdev, nvqs, vqs, info, NULL);
+	kfree(info);
+	return err;
+#else
 	return virtio_find_vqs(vdev, nvqs, vqs, callbacks, names, NULL);
+#endif
 }
 
-/* dev->dev_addr became const in 5.17; eth_hw_addr_set() exists since 5.15. */
+/*
+ * dev->dev_addr became const in 5.17; eth_hw_addr_set() appeared in 5.15
+ * and was backported to Debian's 5.10.
+ */
 static inline void pvnet_eth_hw_addr_set(struct net_device *dev, const u8 *addr)
 {
+#ifdef PVNET_HAVE_ETH_HW_ADDR_SET
 	eth_hw_addr_set(dev, addr);
+#else
+	ether_addr_copy(dev->dev_addr, addr);
+#endif
 }
 
 /*
@@ -60,6 +124,7 @@ static inline void pvnet_eth_hw_addr_set(struct net_device *dev, const u8 *addr)
  * defines an op called @name with the right signature that calls
  * impl(dev, ring).
  */
+#ifdef PVNET_HAVE_ETHTOOL_GET_RINGPARAM_KERNEL
 #define PVNET_DEFINE_GET_RINGPARAM(name, impl)				\
 static void name(struct net_device *dev,				\
 		 struct ethtool_ringparam *ring,			\
@@ -68,5 +133,13 @@ static void name(struct net_device *dev,				\
 {									\
 	impl(dev, ring);						\
 }
+#else
+#define PVNET_DEFINE_GET_RINGPARAM(name, impl)				\
+static void name(struct net_device *dev,				\
+		 struct ethtool_ringparam *ring)			\
+{									\
+	impl(dev, ring);						\
+}
+#endif
 
 #endif /* _PVNET_COMPAT_H */

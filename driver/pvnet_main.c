@@ -247,6 +247,9 @@ static void pvnet_config_enable(struct pvnet_priv *priv)
 	/* Catch up with any change that happened while disabled. */
 	queue_work(system_freezable_wq, &priv->config_work);
 	spin_unlock_irq(&priv->config_lock);
+
+	/* Outside config_lock: this may call pvnet_config_changed(). */
+	pvnet_config_driver_enable(priv->vdev);
 }
 
 static void pvnet_config_disable(struct pvnet_priv *priv)

@@ -92,8 +92,9 @@ def test_staged_tree_holds_only_source(tmp_path: Path) -> None:
     pkg_src = root / "usr/src" / f"pvnet-{VERSION}"
     files = sorted(str(p.relative_to(pkg_src)) for p in pkg_src.rglob("*") if p.is_file())
     expected = sorted(["Kbuild", "VERSION", "dkms.conf"] + [
-        f"driver/{p.name}" for p in (REPO_ROOT / "driver").iterdir()
-        if p.suffix in (".c", ".h") and not p.name.endswith(".mod.c")
+        str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "driver").rglob("*")
+        if p.is_file() and p.suffix in (".c", ".h") and not p.name.endswith(".mod.c")
+        and not any(s.startswith(".") for s in p.relative_to(REPO_ROOT).parts)
     ])
     assert files == expected
     assert all(p.suffix in (".c", ".h") for p in (pkg_src / "driver").rglob("*") if p.is_file())
