@@ -7,7 +7,6 @@ All sockets are opened inside the harness netns (NetLab.entered()) and only ever
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import struct
 import threading
@@ -269,10 +268,8 @@ class VnetSniffer:
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def __enter__(self) -> VnetSniffer:
-        with self.lab.entered():
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        s = _packet_socket(self.lab, self.iface)
         s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-        s.bind((self.iface, 0))
         s.settimeout(0.2)
         self._sock = s
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -303,6 +300,3 @@ class VnetSniffer:
         if self._sock is not None:
             self._sock.close()
 
-
-def random_bytes(n: int) -> bytes:
-    return os.urandom(n)

@@ -7,7 +7,7 @@ WARNING/BUG/Oops/refcount/"unregister_netdevice: waiting"/NETDEV WATCHDOG fails 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from pvnet_harness.build import BuildResult, dkms_build
@@ -43,17 +43,23 @@ def accel(pytestconfig: pytest.Config) -> str:
     return choose_accel(pytestconfig.getoption("--accel"))
 
 
-@pytest.fixture(scope="module")
-def bed(
+@pytest.fixture(scope="session")
+def make_bed(
     kernel_tree: KernelTree, pvnet_build: BuildResult, accel: str, pytestconfig: pytest.Config
-) -> Iterator[TestBed]:
-    tb = TestBed(kernel_tree, pvnet_build.module, accel=accel,
-                 keep=pytestconfig.getoption("--keep"))
-    tb.start()
-    try:
+) -> Callable[[str], TestBed]:
+    """Standard test beds (not started: use them with `with`) for module-scoped fixtures."""
+
+    def make(pvnet_params: str = "") -> TestBed:
+        return TestBed(kernel_tree, pvnet_build.module, accel=accel, pvnet_params=pvnet_params,
+                       keep=pytestconfig.getoption("--keep"))
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def bed(make_bed: Callable[[str], TestBed]) -> Iterator[TestBed]:
+    with make_bed("") as tb:
         yield tb
-    finally:
-        tb.stop()
 
 
 @pytest.fixture(autouse=True)

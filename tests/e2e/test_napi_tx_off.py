@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pvnet_harness.build import BuildResult
-from pvnet_harness.kernels import KernelTree
 from pvnet_harness.testbed import DUT_V4, HOST_V4, TestBed
 from pvnet_harness.traffic import TcpSink, make_payload, tcp_send_file
 
@@ -15,16 +13,9 @@ pytestmark = pytest.mark.qemu
 
 
 @pytest.fixture(scope="module")
-def bed_txirq(
-    kernel_tree: KernelTree, pvnet_build: BuildResult, accel: str, pytestconfig: pytest.Config
-) -> Iterator[TestBed]:
-    tb = TestBed(kernel_tree, pvnet_build.module, accel=accel, pvnet_params="napi_tx=0",
-                 keep=pytestconfig.getoption("--keep"))
-    tb.start()
-    try:
+def bed_txirq(make_bed: Callable[[str], TestBed]) -> Iterator[TestBed]:
+    with make_bed("napi_tx=0") as tb:
         yield tb
-    finally:
-        tb.stop()
 
 
 def test_param_applied(bed_txirq: TestBed) -> None:
