@@ -69,46 +69,65 @@ def build_dir_for(tree: KernelTree, root: Path = REPO_ROOT) -> Path:
     return root / "build" / tree.release
 
 
-def dkms_build(tree: KernelTree, src_root: Path = REPO_ROOT, out: Path | None = None) -> BuildResult:
-    """dkms add + build in a private dkms tree; returns the built module."""
-    version = read_version(src_root)
-    bdir = out or build_dir_for(tree, src_root)
-    source_tree = bdir / "src"
-    dkms_tree = bdir / "dkms"
-    if dkms_tree.exists():
-        shutil.rmtree(dkms_tree)
-    dkms_tree.mkdir(parents=True)
-    stage_source(src_root, source_tree / f"pvnet-{version}")
-    # dkms signs with a self-made /var/lib/dkms/mok.key whenever it finds a sign-file at a
-    # system path (linux-kbuild installed); the harness never touches the machine's keys.
-    env = {**compiler_env(tree, bdir / "shims"), "sign_file": NO_DKMS_SIGNING}
-    common = [
-        "--dkmstree", str(dkms_tree),
-        "--sourcetree", str(source_tree),
-        "--installtree", str(bdir / "install"),
+def dkms_tree_args(work: Path) -> list[str]:
+    """--dkmstree/--sourcetree/--installtree of a private DKMS tree under work (created)."""
+    for d in ("dkms", "src", "install"):
+        (work / d).mkdir(parents=True, exist_ok=True)
+    return [
+        "--dkmstree", str(work / "dkms"),
+        "--sourcetree", str(work / "src"),
+        "--installtree", str(work / "install"),
     ]
-    progress(f"dkms build pvnet/{version} for {tree.release}")
-    run(["dkms", "add", "-m", "pvnet", "-v", version, *common], env=env)
+
+
+def dkms_build_module(version: str, tree: KernelTree, work: Path, env: dict[str, str]) -> Path:
+    """`dkms build` of pvnet/version (already added to the private tree under work) for tree;
+    the built module. A failure carries the tail of DKMS's make.log."""
     try:
         run(
             [
                 "dkms", "build", "-m", "pvnet", "-v", version, "-k", tree.release,
-                "--kernelsourcedir", str(tree.headers_dir), "--config", str(tree.config), *common,
+                "--kernelsourcedir", str(tree.headers_dir), "--config", str(tree.config),
+                *dkms_tree_args(work),
             ],
             env=env,
             timeout=1800,
         )
     except CommandError as err:
-        logs = sorted(dkms_tree.glob("pvnet/*/build/make.log"))
-        if logs:
-            err.args = (f"{err.args[0]}\n--- make.log ---\n{logs[0].read_text()[-4000:]}",)
+        log = work / "dkms" / "pvnet" / version / "build" / "make.log"
+        if log.exists():
+            err.args = (f"{err.args[0]}\n--- make.log ---\n{log.read_text()[-4000:]}",)
         raise
-    base = dkms_tree / "pvnet" / version / tree.release / "x86_64"
-    mods = sorted((base / "module").glob("pvnet.ko*"))
+    base = work / "dkms" / "pvnet" / version / tree.release / "x86_64" / "module"
+    mods = sorted(base.glob("pvnet.ko*"))
     if not mods:
-        raise RuntimeError(f"dkms reported success but no pvnet.ko under {base}/module")
-    log = base / "log" / "make.log"
-    return BuildResult(mods[0], tree.release, version, log if log.exists() else None)
+        raise RuntimeError(f"dkms reported success but no pvnet.ko under {base}")
+    return mods[0]
+
+
+def dkms_env(tree: KernelTree, work: Path) -> dict[str, str]:
+    """Compiler PATH for the headers, and no DKMS signing.
+
+    dkms signs with a self-made /var/lib/dkms/mok.key whenever it finds a sign-file at a
+    system path (linux-kbuild installed); the harness never touches the machine's keys.
+    """
+    return {**compiler_env(tree, work / "shims"), "sign_file": NO_DKMS_SIGNING}
+
+
+def dkms_build(tree: KernelTree, src_root: Path = REPO_ROOT, out: Path | None = None) -> BuildResult:
+    """dkms add + build in a private dkms tree; returns the built module."""
+    version = read_version(src_root)
+    bdir = out or build_dir_for(tree, src_root)
+    if (bdir / "dkms").exists():
+        shutil.rmtree(bdir / "dkms")
+    trees = dkms_tree_args(bdir)
+    stage_source(src_root, bdir / "src" / f"pvnet-{version}")
+    env = dkms_env(tree, bdir)
+    progress(f"dkms build pvnet/{version} for {tree.release}")
+    run(["dkms", "add", "-m", "pvnet", "-v", version, *trees], env=env)
+    module = dkms_build_module(version, tree, bdir, env)
+    log = module.parent.parent / "log" / "make.log"
+    return BuildResult(module, tree.release, version, log if log.exists() else None)
 
 
 def kbuild(

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from . import REPO_ROOT, read_version
 from .build import NO_DKMS_SIGNING as NO_SIGN_FILE
-from .build import compiler_env, render_dkms_conf
+from .build import dkms_build_module, dkms_env, dkms_tree_args, render_dkms_conf
 from .image import decompress_module
 from .kernels import KernelCache, KernelTree
 from .templates import render
-from .util import CommandError, cache_dir, progress, run
+from .util import cache_dir, progress, run
 
 MODULE = "pvnet"
 PACKAGE = "pvnet-dkms"
@@ -207,23 +207,13 @@ def stage_module_source(src_root: Path, dest: Path) -> list[Path]:
     return files
 
 
-def _dkms_trees(work: Path) -> list[str]:
-    for d in ("dkms", "src", "install"):
-        (work / d).mkdir(parents=True, exist_ok=True)
-    return [
-        "--dkmstree", str(work / "dkms"),
-        "--sourcetree", str(work / "src"),
-        "--installtree", str(work / "install"),
-    ]
-
-
 # ---------------------------------------------------------------- artifacts
 
 
 def make_source_tarball(src_root: Path, out_dir: Path, work: Path) -> Path:
     """`dkms mktarball --source-only` from a private dkms tree; copied to out_dir."""
     version = read_version(src_root)
-    trees = _dkms_trees(work)
+    trees = dkms_tree_args(work)
     stage_module_source(src_root, work / "src" / f"{MODULE}-{version}")
     run(["dkms", "add", "-m", MODULE, "-v", version, *trees], env=NO_DKMS_SIGNING)
     run(["dkms", "mktarball", "-m", MODULE, "-v", version, "--source-only", *trees],
@@ -317,32 +307,13 @@ def sign_module(module: Path, tree: KernelTree, key: Path, cert: Path, dest: Pat
 
 def dkms_build_from_tarball(tarball: Path, tree: KernelTree, work: Path) -> Path:
     """`dkms ldtarball` into a private tree, then `dkms build` for tree; returns the module."""
-    trees = _dkms_trees(work)
-    env = {**compiler_env(tree, work / "shims"), **NO_DKMS_SIGNING}
+    trees = dkms_tree_args(work)
+    env = dkms_env(tree, work)
     run(["dkms", "ldtarball", "--archive", tarball, *trees], env=env)
     versions = [d.name for d in (work / "dkms" / MODULE).iterdir() if d.is_dir()]
     if len(versions) != 1:
         raise RuntimeError(f"expected one {MODULE} version after ldtarball, found {versions}")
-    version = versions[0]
-    try:
-        run(
-            [
-                "dkms", "build", "-m", MODULE, "-v", version, "-k", tree.release,
-                "--kernelsourcedir", tree.headers_dir, "--config", tree.config, *trees,
-            ],
-            env=env,
-            timeout=1800,
-        )
-    except CommandError as err:
-        log = work / "dkms" / MODULE / version / "build" / "make.log"
-        if log.exists():
-            err.args = (f"{err.args[0]}\n--- make.log ---\n{log.read_text()[-4000:]}",)
-        raise
-    base = work / "dkms" / MODULE / version / tree.release / "x86_64" / "module"
-    mods = sorted(base.glob(f"{MODULE}.ko*"))
-    if not mods:
-        raise RuntimeError(f"dkms build reported success but no {MODULE}.ko under {base}")
-    return mods[0]
+    return dkms_build_module(versions[0], tree, work, env)
 
 
 def build_dist(
