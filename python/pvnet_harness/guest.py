@@ -8,7 +8,7 @@ import shlex
 import signal
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +42,23 @@ class NicSpec:
     slot: int
     queues: int = 1
     host_mtu: int | None = None
+    # Extra virtio-net-pci properties, e.g. {"mrg_rxbuf": "off", "guest_tso4": "off"}.
+    props: dict[str, str] = field(default_factory=dict)
 
     @property
     def pci(self) -> str:
         return f"0000:00:{self.slot:02x}.0"
+
+    @property
+    def device_props(self) -> str:
+        """The virtio-net-pci properties beyond netdev/id/mac/addr, as `,k=v` text."""
+        props: dict[str, str] = {"romfile": ""}
+        if self.queues > 1:
+            props |= {"mq": "on", "vectors": str(2 * self.queues + 2)}
+        if self.host_mtu:
+            props["host_mtu"] = str(self.host_mtu)
+        props |= self.props
+        return "".join(f",{k}={v}" for k, v in props.items())
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,14 @@ class Profile:
 
     def guest_nics(self) -> list[GuestNic]:
         return [GuestNic(n.role, n.pci) for n in self.nics]
+
+    def variant(self, role: str = "dut", cpus: int | None = None, **nic_changes: Any) -> Profile:
+        """This profile with one NIC's fields changed (queues=4, host_mtu=9000,
+        props={"mrg_rxbuf": "off"}...) and optionally another vCPU count."""
+        nics = tuple(replace(n, **nic_changes) if n.role == role else n for n in self.nics)
+        machine = dict(self.machine) | ({"cpus": cpus} if cpus else {})
+        changes = ",".join(f"{k}={v}" for k, v in nic_changes.items())
+        return Profile(f"{self.name}[{role}:{changes}]", machine, nics)
 
 
 def load_profile(name: str = "standard", root: Path = REPO_ROOT) -> Profile:

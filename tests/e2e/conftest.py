@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from pvnet_harness.build import BuildResult, dkms_build
-from pvnet_harness.guest import choose_accel
+from pvnet_harness.guest import Profile, choose_accel, load_profile
 from pvnet_harness.kernels import KernelCache, KernelTree
 from pvnet_harness.testbed import TestBed
 from pvnet_harness.util import cache_dir
@@ -46,18 +46,20 @@ def accel(pytestconfig: pytest.Config) -> str:
 @pytest.fixture(scope="session")
 def make_bed(
     kernel_tree: KernelTree, pvnet_build: BuildResult, accel: str, pytestconfig: pytest.Config
-) -> Callable[[str], TestBed]:
-    """Standard test beds (not started: use them with `with`) for module-scoped fixtures."""
+) -> Callable[..., TestBed]:
+    """Test beds (not started: use them with `with`) for module-scoped fixtures; the standard
+    profile unless given one (`load_profile().variant(queues=4, host_mtu=9000)`)."""
 
-    def make(pvnet_params: str = "") -> TestBed:
-        return TestBed(kernel_tree, pvnet_build.module, accel=accel, pvnet_params=pvnet_params,
+    def make(pvnet_params: str = "", profile: Profile | None = None) -> TestBed:
+        return TestBed(kernel_tree, pvnet_build.module, profile=profile or load_profile(),
+                       accel=accel, pvnet_params=pvnet_params,
                        keep=pytestconfig.getoption("--keep"))
 
     return make
 
 
 @pytest.fixture(scope="module")
-def bed(make_bed: Callable[[str], TestBed]) -> Iterator[TestBed]:
+def bed(make_bed: Callable[..., TestBed]) -> Iterator[TestBed]:
     with make_bed("") as tb:
         yield tb
 

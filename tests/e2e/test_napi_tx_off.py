@@ -13,7 +13,7 @@ pytestmark = pytest.mark.qemu
 
 
 @pytest.fixture(scope="module")
-def bed_txirq(make_bed: Callable[[str], TestBed]) -> Iterator[TestBed]:
+def bed_txirq(make_bed: Callable[..., TestBed]) -> Iterator[TestBed]:
     with make_bed("napi_tx=0") as tb:
         yield tb
 

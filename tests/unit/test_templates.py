@@ -71,3 +71,17 @@ def test_accel_choice(tmp_path: Path) -> None:
     (sysmod / "kvm_intel").mkdir()
     assert kvm_usable(sysmod, tmp_path / "module") is True
     assert kvm_usable(sysmod, tmp_path / "nope") is False
+
+
+def test_profile_variant_changes_only_the_dut(tmp_path: Path) -> None:
+    prof = load_profile("standard").variant(cpus=4, queues=4, host_mtu=9000,
+                                            props={"mrg_rxbuf": "off"})
+    argv = qemu_argv(prof, _tree(tmp_path), tmp_path / "i.gz", tmp_path, tmp_path / "q.sock",
+                     "tcg")
+    assert argv[argv.index("-smp") + 1] == "4"
+    dut, peer = (a for a in argv if a.startswith("virtio-net-pci,"))
+    assert "vectors=10" in dut and "host_mtu=9000" in dut and dut.endswith(",mrg_rxbuf=off")
+    assert "vectors=6" in peer and "host_mtu" not in peer and "mrg_rxbuf" not in peer
+    taps = [a for a in argv if a.startswith("tap,")]
+    assert "queues=4" in taps[0] and "queues=2" in taps[1]
+    assert load_profile("standard").machine["cpus"] == 2  # the original is unchanged
