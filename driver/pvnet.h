@@ -36,10 +36,15 @@
 /* Stop the tx queue when fewer descriptors than this are free. */
 #define PVNET_TX_STOP_THRESH	(MAX_SKB_FRAGS + 2)
 
+/* Smallest rings ethtool -G accepts (tx: room for a maximal skb). */
+#define PVNET_RX_RING_MIN	16
+#define PVNET_TX_RING_MIN	32
+
 /* Delay before retrying an rx refill that failed for lack of memory. */
 #define PVNET_REFILL_DELAY	(HZ / 2)
 
 struct pvnet_priv;
+struct pvnet_ctrl;
 
 struct pvnet_rxq_stats {
 	struct u64_stats_sync syncp;
@@ -120,8 +125,19 @@ struct pvnet_priv {
 
 	struct pvnet_rxq *rxq;
 	struct pvnet_txq *txq;
+	/* Pairs the device has (MQ) and pairs in use; changed under RTNL. */
 	u16 max_queue_pairs;
 	u16 curr_queue_pairs;
+
+	/* Control virtqueue (NULL without VIRTIO_NET_F_CTRL_VQ). */
+	struct pvnet_ctrl *ctrl;
+	/* VIRTIO_NET_F_GUEST_* offloads negotiated, and those enabled now. */
+	u64 guest_offloads_capable;
+	u64 guest_offloads_enabled;
+
+	/* Ring sizes the device offered (upper bound for ethtool -G). */
+	u32 rx_ring_max;
+	u32 tx_ring_max;
 
 	/* Bytes posted per rx buffer: header plus largest frame. */
 	unsigned int rx_buf_len;
@@ -145,6 +161,22 @@ struct pvnet_priv {
 
 	atomic_long_t tx_timeouts;
 };
+
+/*
+ * Report a refused configuration: in the extack when the caller has one
+ * (ethtool netlink on newer kernels), otherwise in the kernel log.
+ * @msg must be a string literal.
+ */
+#define pvnet_config_err(dev, extack, msg)				\
+	do {								\
+		static const char __pv_msg[] = "pvnet: " msg;		\
+		struct netlink_ext_ack *__pv_extack = (extack);	\
+									\
+		if (__pv_extack)					\
+			__pv_extack->_msg = __pv_msg;			\
+		else							\
+			netdev_err(dev, "%s\n", __pv_msg);		\
+	} while (0)
 
 static inline unsigned int pvnet_rxq_index(const struct virtqueue *vq)
 {
@@ -189,6 +221,7 @@ bool pvnet_rx_refill(struct pvnet_rxq *rxq, gfp_t gfp, bool in_napi);
 void pvnet_refill_work(struct work_struct *work);
 void pvnet_refill_schedule(struct pvnet_priv *priv, unsigned long delay);
 void pvnet_rx_free_unused(struct pvnet_rxq *rxq);
+void pvnet_rx_free_buf(struct pvnet_rxq *rxq, void *buf);
 
 /* pvnet_tx.c */
 void pvnet_tx_vq_done(struct virtqueue *vq);
@@ -196,6 +229,22 @@ int pvnet_tx_poll(struct napi_struct *napi, int budget);
 netdev_tx_t pvnet_start_xmit(struct sk_buff *skb, struct net_device *dev);
 void pvnet_tx_open(struct pvnet_txq *txq);
 void pvnet_tx_free_unused(struct pvnet_txq *txq);
+bool pvnet_tx_reap(struct pvnet_txq *txq);
+
+/* pvnet_ctrl.c */
+int pvnet_ctrl_alloc(struct pvnet_priv *priv);
+void pvnet_ctrl_free(struct pvnet_priv *priv);
+void pvnet_ctrl_set_vq(struct pvnet_priv *priv, struct virtqueue *vq);
+int pvnet_ctrl_set_queue_pairs(struct pvnet_priv *priv, u16 pairs);
+int pvnet_ctrl_set_guest_offloads(struct pvnet_priv *priv, u64 offloads);
+
+/* pvnet_main.c: reconfiguration under RTNL, for ethtool */
+int pvnet_set_queue_pairs(struct pvnet_priv *priv, u16 pairs,
+			  struct netlink_ext_ack *extack);
+int pvnet_resize_rings(struct pvnet_priv *priv, u32 rx, u32 tx,
+		       struct netlink_ext_ack *extack);
+int pvnet_set_napi_tx(struct pvnet_priv *priv, bool on,
+		      struct netlink_ext_ack *extack);
 
 /* pvnet_ethtool.c */
 void pvnet_set_ethtool_ops(struct net_device *dev);

@@ -20,6 +20,7 @@
 #include <linux/slab.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
+#include <linux/virtio_net.h>
 
 #include "pvnet_compat_probed.h"
 
@@ -141,5 +142,112 @@ static void name(struct net_device *dev,				\
 	impl(dev, ring);						\
 }
 #endif
+
+/*
+ * ethtool_ops::set_ringparam changed with get_ringparam (5.17).
+ * PVNET_DEFINE_SET_RINGPARAM(impl) defines impl##_op with the right
+ * signature; impl(dev, ring, extack) gets a NULL extack before 5.17.
+ */
+#ifdef PVNET_HAVE_ETHTOOL_GET_RINGPARAM_KERNEL
+#define PVNET_DEFINE_SET_RINGPARAM(impl)				\
+static int impl##_op(struct net_device *dev,				\
+		     struct ethtool_ringparam *ring,			\
+		     struct kernel_ethtool_ringparam *kring,		\
+		     struct netlink_ext_ack *extack)			\
+{									\
+	return impl(dev, ring, extack);					\
+}
+#else
+#define PVNET_DEFINE_SET_RINGPARAM(impl)				\
+static int impl##_op(struct net_device *dev,				\
+		     struct ethtool_ringparam *ring)			\
+{									\
+	return impl(dev, ring, NULL);					\
+}
+#endif
+
+/*
+ * ethtool_ops::get/set_coalesce gained kernel_ethtool_coalesce and an
+ * extack in 5.15.  PVNET_DEFINE_COALESCE_OP(impl) defines impl##_op;
+ * impl(dev, ec, extack) gets a NULL extack before 5.15.
+ */
+#ifdef PVNET_HAVE_ETHTOOL_COALESCE_KERNEL
+#define PVNET_DEFINE_COALESCE_OP(impl)					\
+static int impl##_op(struct net_device *dev,				\
+		     struct ethtool_coalesce *ec,			\
+		     struct kernel_ethtool_coalesce *kec,		\
+		     struct netlink_ext_ack *extack)			\
+{									\
+	return impl(dev, ec, extack);					\
+}
+#else
+#define PVNET_DEFINE_COALESCE_OP(impl)					\
+static int impl##_op(struct net_device *dev,				\
+		     struct ethtool_coalesce *ec)			\
+{									\
+	return impl(dev, ec, NULL);					\
+}
+#endif
+
+/*
+ * virtqueue_resize() appeared in 6.0 and took a recycle_done callback
+ * from 6.11.  Without it rings keep the size the device gave them.
+ */
+static inline bool pvnet_can_resize_vq(void)
+{
+#if defined(PVNET_HAVE_VIRTQUEUE_RESIZE) || defined(PVNET_HAVE_VIRTQUEUE_RESIZE_DONE)
+	return true;
+#else
+	return false;
+#endif
+}
+
+#ifdef PVNET_HAVE_VIRTQUEUE_RESIZE_DONE
+static inline void pvnet_recycle_done(struct virtqueue *vq)
+{
+}
+#endif
+
+static inline int pvnet_virtqueue_resize(struct virtqueue *vq, u32 num,
+					 void (*recycle)(struct virtqueue *vq,
+							 void *buf))
+{
+#if defined(PVNET_HAVE_VIRTQUEUE_RESIZE_DONE)
+	return virtqueue_resize(vq, num, recycle, pvnet_recycle_done);
+#elif defined(PVNET_HAVE_VIRTQUEUE_RESIZE)
+	return virtqueue_resize(vq, num, recycle);
+#else
+	return -EOPNOTSUPP;
+#endif
+}
+
+/* Per-queue reset (VIRTIO_F_RING_RESET, bit 40) is defined from 6.0. */
+static inline bool pvnet_has_ring_reset(struct virtio_device *vdev)
+{
+#ifdef VIRTIO_F_RING_RESET
+	return virtio_has_feature(vdev, VIRTIO_F_RING_RESET);
+#else
+	return false;
+#endif
+}
+
+/* Guest (receive) offloads, VIRTIO_NET_F_GUEST_* bits; USO from 6.2. */
+#ifdef VIRTIO_NET_F_GUEST_USO4
+#define PVNET_GUEST_USO_MASK	(BIT_ULL(VIRTIO_NET_F_GUEST_USO4) |	\
+				 BIT_ULL(VIRTIO_NET_F_GUEST_USO6))
+#else
+#define PVNET_GUEST_USO_MASK	0ULL
+#endif
+
+/* The offloads that make the device merge packets (LRO / rx-gro-hw). */
+#define PVNET_GUEST_GSO_MASK	(BIT_ULL(VIRTIO_NET_F_GUEST_TSO4) |	\
+				 BIT_ULL(VIRTIO_NET_F_GUEST_TSO6) |	\
+				 BIT_ULL(VIRTIO_NET_F_GUEST_ECN) |	\
+				 BIT_ULL(VIRTIO_NET_F_GUEST_UFO) |	\
+				 PVNET_GUEST_USO_MASK)
+
+/* Everything VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET may switch. */
+#define PVNET_GUEST_OFFLOAD_MASK (BIT_ULL(VIRTIO_NET_F_GUEST_CSUM) |	\
+				  PVNET_GUEST_GSO_MASK)
 
 #endif /* _PVNET_COMPAT_H */

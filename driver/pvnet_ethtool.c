@@ -83,7 +83,11 @@ static int pvnet_get_sset_count(struct net_device *dev, int sset)
 	if (sset != ETH_SS_STATS)
 		return -EOPNOTSUPP;
 
-	return priv->curr_queue_pairs *
+	/*
+	 * Every pair the device has, also those not in use now, so that the
+	 * per-queue counters always add up to the device totals.
+	 */
+	return priv->max_queue_pairs *
 	       (PVNET_RXQ_STATS_NUM + PVNET_TXQ_STATS_NUM);
 }
 
@@ -95,7 +99,7 @@ static void pvnet_get_strings(struct net_device *dev, u32 sset, u8 *data)
 	if (sset != ETH_SS_STATS)
 		return;
 
-	for (q = 0; q < priv->curr_queue_pairs; q++) {
+	for (q = 0; q < priv->max_queue_pairs; q++) {
 		for (i = 0; i < PVNET_RXQ_STATS_NUM; i++) {
 			snprintf(data, ETH_GSTRING_LEN, "rx_queue_%u_%s", q,
 				 pvnet_rxq_stat_descs[i].name);
@@ -103,7 +107,7 @@ static void pvnet_get_strings(struct net_device *dev, u32 sset, u8 *data)
 		}
 	}
 
-	for (q = 0; q < priv->curr_queue_pairs; q++) {
+	for (q = 0; q < priv->max_queue_pairs; q++) {
 		for (i = 0; i < PVNET_TXQ_STATS_NUM; i++) {
 			snprintf(data, ETH_GSTRING_LEN, "tx_queue_%u_%s", q,
 				 pvnet_txq_stat_descs[i].name);
@@ -118,33 +122,80 @@ static void pvnet_get_ethtool_stats(struct net_device *dev,
 	struct pvnet_priv *priv = netdev_priv(dev);
 	unsigned int q;
 
-	for (q = 0; q < priv->curr_queue_pairs; q++) {
+	for (q = 0; q < priv->max_queue_pairs; q++) {
 		pvnet_rxq_stats_read(&priv->rxq[q].stats, data);
 		data += PVNET_RXQ_STATS_NUM;
 	}
 
-	for (q = 0; q < priv->curr_queue_pairs; q++) {
+	for (q = 0; q < priv->max_queue_pairs; q++) {
 		pvnet_txq_stats_read(&priv->txq[q].stats, data);
 		data += PVNET_TXQ_STATS_NUM;
 	}
 }
 
-/* Ring sizes are fixed by the device: report them, read-only. */
+/* Maximum: what the device offered; current: the rings' sizes now. */
 static void pvnet_ringparam(struct net_device *dev,
 			    struct ethtool_ringparam *ring)
 {
 	struct pvnet_priv *priv = netdev_priv(dev);
 
+	ring->rx_max_pending = priv->rx_ring_max;
+	ring->tx_max_pending = priv->tx_ring_max;
 	if (!priv->vqs_ready)
 		return;
 
-	ring->rx_max_pending = virtqueue_get_vring_size(priv->rxq[0].vq);
-	ring->tx_max_pending = virtqueue_get_vring_size(priv->txq[0].vq);
-	ring->rx_pending = ring->rx_max_pending;
-	ring->tx_pending = ring->tx_max_pending;
+	ring->rx_pending = virtqueue_get_vring_size(priv->rxq[0].vq);
+	ring->tx_pending = virtqueue_get_vring_size(priv->txq[0].vq);
 }
 
 PVNET_DEFINE_GET_RINGPARAM(pvnet_get_ringparam, pvnet_ringparam)
+
+static int pvnet_ringparam_set(struct net_device *dev,
+			       struct ethtool_ringparam *ring,
+			       struct netlink_ext_ack *extack)
+{
+	struct pvnet_priv *priv = netdev_priv(dev);
+
+	if (ring->rx_mini_pending || ring->rx_jumbo_pending) {
+		pvnet_config_err(dev, extack, "only rx and tx rings exist");
+		return -EINVAL;
+	}
+
+	return pvnet_resize_rings(priv, ring->rx_pending, ring->tx_pending,
+				  extack);
+}
+
+PVNET_DEFINE_SET_RINGPARAM(pvnet_ringparam_set)
+
+/* tx-frames 1: tx completions from NAPI (napi_tx); 0: from xmit. */
+static int pvnet_coalesce_get(struct net_device *dev,
+			      struct ethtool_coalesce *ec,
+			      struct netlink_ext_ack *extack)
+{
+	struct pvnet_priv *priv = netdev_priv(dev);
+
+	ec->tx_max_coalesced_frames = priv->napi_tx;
+	return 0;
+}
+
+PVNET_DEFINE_COALESCE_OP(pvnet_coalesce_get)
+
+static int pvnet_coalesce_set(struct net_device *dev,
+			      struct ethtool_coalesce *ec,
+			      struct netlink_ext_ack *extack)
+{
+	struct pvnet_priv *priv = netdev_priv(dev);
+
+	if (ec->tx_max_coalesced_frames > 1) {
+		pvnet_config_err(dev, extack,
+				 "tx-frames is 1 (tx NAPI) or 0 (reclaim in xmit)");
+		return -EINVAL;
+	}
+
+	return pvnet_set_napi_tx(priv, ec->tx_max_coalesced_frames, extack);
+}
+
+PVNET_DEFINE_COALESCE_OP(pvnet_coalesce_set)
 
 static void pvnet_get_channels(struct net_device *dev,
 			       struct ethtool_channels *channels)
@@ -153,6 +204,19 @@ static void pvnet_get_channels(struct net_device *dev,
 
 	channels->max_combined = priv->max_queue_pairs;
 	channels->combined_count = priv->curr_queue_pairs;
+}
+
+static int pvnet_set_channels(struct net_device *dev,
+			      struct ethtool_channels *channels)
+{
+	struct pvnet_priv *priv = netdev_priv(dev);
+
+	/* The ethtool core already rejects counts above the maxima. */
+	if (channels->rx_count || channels->tx_count || channels->other_count ||
+	    !channels->combined_count)
+		return -EINVAL;
+
+	return pvnet_set_queue_pairs(priv, channels->combined_count, NULL);
 }
 
 static int pvnet_get_link_ksettings(struct net_device *dev,
@@ -166,13 +230,18 @@ static int pvnet_get_link_ksettings(struct net_device *dev,
 }
 
 static const struct ethtool_ops pvnet_ethtool_ops = {
+	.supported_coalesce_params = ETHTOOL_COALESCE_TX_MAX_FRAMES,
 	.get_drvinfo		= pvnet_get_drvinfo,
 	.get_link		= ethtool_op_get_link,
 	.get_sset_count		= pvnet_get_sset_count,
 	.get_strings		= pvnet_get_strings,
 	.get_ethtool_stats	= pvnet_get_ethtool_stats,
 	.get_ringparam		= pvnet_get_ringparam,
+	.set_ringparam		= pvnet_ringparam_set_op,
+	.get_coalesce		= pvnet_coalesce_get_op,
+	.set_coalesce		= pvnet_coalesce_set_op,
 	.get_channels		= pvnet_get_channels,
+	.set_channels		= pvnet_set_channels,
 	.get_link_ksettings	= pvnet_get_link_ksettings,
 };
 

@@ -9,6 +9,8 @@
  */
 
 #include <linux/atomic.h>
+#include <linux/cpumask.h>
+#include <linux/delay.h>
 #include <linux/etherdevice.h>
 #include <linux/if_vlan.h>
 #include <linux/module.h>
@@ -108,7 +110,7 @@ static void pvnet_up(struct pvnet_priv *priv)
 	}
 	local_bh_enable();
 
-	priv->active = true;
+	WRITE_ONCE(priv->active, true);
 }
 
 /* Stop the data path; rx buffers stay posted.  Called under RTNL. */
@@ -116,7 +118,7 @@ static void pvnet_down(struct pvnet_priv *priv)
 {
 	unsigned int i;
 
-	priv->active = false;
+	WRITE_ONCE(priv->active, false);
 
 	/* The refill work disables NAPI itself: stop it first. */
 	pvnet_refill_disable(priv);
@@ -128,6 +130,285 @@ static void pvnet_down(struct pvnet_priv *priv)
 	}
 
 	netif_tx_disable(priv->dev);
+}
+
+/* Stop the data path for a reconfiguration; returns whether it ran. */
+static bool pvnet_pause(struct pvnet_priv *priv)
+{
+	bool was_active = priv->active;
+
+	if (was_active)
+		pvnet_down(priv);
+	return was_active;
+}
+
+static void pvnet_resume(struct pvnet_priv *priv, bool was_active)
+{
+	if (was_active)
+		pvnet_up(priv);
+}
+
+/*
+ * Spread the online CPUs over the queue pairs in use: CPU c belongs to
+ * pair (c's position among online CPUs) % pairs.  The pair's rx and tx
+ * interrupts get that CPU set as affinity hint and the tx queue gets it
+ * as XPS map, so a CPU sends and completes on its own queue.
+ */
+static void pvnet_update_affinity(struct pvnet_priv *priv)
+{
+	unsigned int i, cpu, pos;
+	cpumask_var_t mask;
+
+	if (!priv->vqs_ready || !zalloc_cpumask_var(&mask, GFP_KERNEL))
+		return;
+
+	for (i = 0; i < priv->max_queue_pairs; i++) {
+		if (i >= priv->curr_queue_pairs) {
+			virtqueue_set_affinity(priv->rxq[i].vq, NULL);
+			virtqueue_set_affinity(priv->txq[i].vq, NULL);
+			continue;
+		}
+
+		cpumask_clear(mask);
+		pos = 0;
+		for_each_online_cpu(cpu)
+			if (pos++ % priv->curr_queue_pairs == i)
+				cpumask_set_cpu(cpu, mask);
+
+		virtqueue_set_affinity(priv->rxq[i].vq, mask);
+		virtqueue_set_affinity(priv->txq[i].vq, mask);
+		netif_set_xps_queue(priv->dev, mask, i);
+	}
+
+	free_cpumask_var(mask);
+}
+
+static int pvnet_set_real_queues(struct pvnet_priv *priv, u16 pairs)
+{
+	int err;
+
+	err = netif_set_real_num_tx_queues(priv->dev, pairs);
+	if (err)
+		return err;
+	return netif_set_real_num_rx_queues(priv->dev, pairs);
+}
+
+/* ethtool -L: change the number of queue pairs in use.  Under RTNL. */
+int pvnet_set_queue_pairs(struct pvnet_priv *priv, u16 pairs,
+			  struct netlink_ext_ack *extack)
+{
+	u16 old = priv->curr_queue_pairs;
+	bool was_active;
+	int err;
+
+	if (pairs == old)
+		return 0;
+	if (!virtio_has_feature(priv->vdev, VIRTIO_NET_F_MQ)) {
+		pvnet_config_err(priv->dev, extack,
+				 "the device has one queue pair (no VIRTIO_NET_F_MQ)");
+		return -EOPNOTSUPP;
+	}
+	if (pairs < 1 || pairs > priv->max_queue_pairs) {
+		pvnet_config_err(priv->dev, extack,
+				 "queue pair count out of range");
+		return -EINVAL;
+	}
+	if (!priv->vqs_ready)
+		return -ENODEV;
+
+	was_active = pvnet_pause(priv);
+
+	err = pvnet_ctrl_set_queue_pairs(priv, pairs);
+	if (err) {
+		pvnet_config_err(priv->dev, extack,
+				 "the device refused the queue pair count");
+	} else {
+		err = pvnet_set_real_queues(priv, pairs);
+		if (err) {
+			pvnet_config_err(priv->dev, extack,
+					 "could not resize the netdev queues");
+			/* Back to the count the stack still uses. */
+			if (pvnet_ctrl_set_queue_pairs(priv, old) ||
+			    pvnet_set_real_queues(priv, old))
+				netdev_err(priv->dev,
+					   "could not restore %u queue pairs\n",
+					   old);
+		} else {
+			priv->curr_queue_pairs = pairs;
+		}
+	}
+
+	pvnet_resume(priv, was_active);
+	pvnet_update_affinity(priv);
+	return err;
+}
+
+static void pvnet_rx_recycle(struct virtqueue *vq, void *buf)
+{
+	struct pvnet_priv *priv = vq->vdev->priv;
+
+	pvnet_rx_free_buf(&priv->rxq[pvnet_rxq_index(vq)], buf);
+}
+
+static void pvnet_tx_recycle(struct virtqueue *vq, void *buf)
+{
+	dev_kfree_skb_any(buf);
+}
+
+static int pvnet_check_ring_size(struct net_device *dev, u32 size, u32 min,
+				 u32 max, const char *what,
+				 struct netlink_ext_ack *extack)
+{
+	if (size < min || size > max || !is_power_of_2(size)) {
+		NL_SET_ERR_MSG(extack,
+			       "pvnet: ring sizes must be powers of 2 within the limits ethtool -g shows");
+		netdev_info(dev, "%s ring size must be a power of 2 from %u to %u\n",
+			    what, min, max);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * ethtool -G: resize every rx and tx virtqueue, also the pairs not in
+ * use, so that all queues have the sizes ethtool reports.  Buffers the
+ * device still holds are given back through the recycle callbacks; the
+ * data path restarts with freshly posted rx buffers.  Under RTNL.
+ */
+int pvnet_resize_rings(struct pvnet_priv *priv, u32 rx, u32 tx,
+		       struct netlink_ext_ack *extack)
+{
+	bool was_active;
+	unsigned int i;
+	int err;
+
+	if (!priv->vqs_ready)
+		return -ENODEV;
+	if (rx == virtqueue_get_vring_size(priv->rxq[0].vq) &&
+	    tx == virtqueue_get_vring_size(priv->txq[0].vq))
+		return 0;
+	if (!pvnet_can_resize_vq()) {
+		pvnet_config_err(priv->dev, extack,
+				 "this kernel cannot resize virtqueues (virtqueue_resize needs Linux 6.0 or later)");
+		return -EOPNOTSUPP;
+	}
+	if (!pvnet_has_ring_reset(priv->vdev)) {
+		pvnet_config_err(priv->dev, extack,
+				 "the device cannot reset single queues (no VIRTIO_F_RING_RESET)");
+		return -EOPNOTSUPP;
+	}
+	err = pvnet_check_ring_size(priv->dev, rx, PVNET_RX_RING_MIN,
+				    priv->rx_ring_max, "rx", extack);
+	if (!err)
+		err = pvnet_check_ring_size(priv->dev, tx, PVNET_TX_RING_MIN,
+					    priv->tx_ring_max, "tx", extack);
+	if (err)
+		return err;
+
+	was_active = pvnet_pause(priv);
+
+	for (i = 0; i < priv->max_queue_pairs && !err; i++) {
+		if (virtqueue_get_vring_size(priv->rxq[i].vq) != rx)
+			err = pvnet_virtqueue_resize(priv->rxq[i].vq, rx,
+						     pvnet_rx_recycle);
+		if (!err && virtqueue_get_vring_size(priv->txq[i].vq) != tx)
+			err = pvnet_virtqueue_resize(priv->txq[i].vq, tx,
+						     pvnet_tx_recycle);
+	}
+	if (err) {
+		netdev_err(priv->dev, "ring resize to rx %u tx %u failed: %d\n",
+			   rx, tx, err);
+		pvnet_config_err(priv->dev, extack,
+				 "virtqueue resize failed");
+	}
+
+	/* Buffers were recycled: rx is refilled, BQL restarts empty. */
+	pvnet_resume(priv, was_active);
+	return err;
+}
+
+/*
+ * ethtool -C tx-frames 1|0: reclaim tx buffers from a NAPI poll (with
+ * BQL) or from the xmit path.  BQL must not see a completion for a send
+ * it did not count, so the tx rings are drained before the switch.
+ */
+int pvnet_set_napi_tx(struct pvnet_priv *priv, bool on,
+		      struct netlink_ext_ack *extack)
+{
+	unsigned long deadline = jiffies + 2 * HZ;
+	bool was_active, drained;
+	unsigned int i;
+	int err = 0;
+
+	if (on == priv->napi_tx)
+		return 0;
+	if (!priv->vqs_ready)
+		return -ENODEV;
+
+	was_active = pvnet_pause(priv);
+
+	do {
+		drained = true;
+		for (i = 0; i < priv->max_queue_pairs; i++)
+			drained &= pvnet_tx_reap(&priv->txq[i]);
+		if (!drained)
+			usleep_range(500, 1000);
+	} while (!drained && time_before(jiffies, deadline));
+
+	if (drained) {
+		priv->napi_tx = on;
+	} else {
+		pvnet_config_err(priv->dev, extack,
+				 "the device did not complete pending transmits; tx mode unchanged");
+		err = -EBUSY;
+	}
+
+	pvnet_resume(priv, was_active);
+	return err;
+}
+
+static u64 pvnet_guest_offloads_for(struct pvnet_priv *priv,
+				    netdev_features_t features)
+{
+	u64 offloads = priv->guest_offloads_capable;
+
+	if (!(features & NETIF_F_RXCSUM))
+		offloads &= ~BIT_ULL(VIRTIO_NET_F_GUEST_CSUM);
+	if (!(features & NETIF_F_RXCSUM) ||
+	    !(features & (NETIF_F_LRO | NETIF_F_GRO_HW)))
+		offloads &= ~PVNET_GUEST_GSO_MASK;
+	return offloads;
+}
+
+static netdev_features_t pvnet_fix_features(struct net_device *dev,
+					    netdev_features_t features)
+{
+	/* Merged packets are checksummed by the device: no LRO without it. */
+	if (!(features & NETIF_F_RXCSUM))
+		features &= ~(NETIF_F_LRO | NETIF_F_GRO_HW);
+	return features;
+}
+
+/* ethtool -K rx / lro / rx-gro-hw through VIRTIO_NET_CTRL_GUEST_OFFLOADS. */
+static int pvnet_set_features(struct net_device *dev,
+			      netdev_features_t features)
+{
+	struct pvnet_priv *priv = netdev_priv(dev);
+	u64 offloads;
+	int err;
+
+	if (!virtio_has_feature(priv->vdev, VIRTIO_NET_F_CTRL_GUEST_OFFLOADS))
+		return 0;
+
+	offloads = pvnet_guest_offloads_for(priv, features);
+	if (offloads == priv->guest_offloads_enabled)
+		return 0;
+
+	err = pvnet_ctrl_set_guest_offloads(priv, offloads);
+	if (err)
+		return err;
+	priv->guest_offloads_enabled = offloads;
+	return 0;
 }
 
 static int pvnet_open(struct net_device *dev)
@@ -190,6 +471,8 @@ static const struct net_device_ops pvnet_netdev_ops = {
 	.ndo_change_mtu		= pvnet_change_mtu,
 	.ndo_validate_addr	= eth_validate_addr,
 	.ndo_tx_timeout		= pvnet_tx_timeout,
+	.ndo_fix_features	= pvnet_fix_features,
+	.ndo_set_features	= pvnet_set_features,
 };
 
 /* Link state from the config space; always up without VIRTIO_NET_F_STATUS. */
@@ -289,8 +572,8 @@ static int pvnet_alloc_queues(struct pvnet_priv *priv)
 		txq->priv = priv;
 		u64_stats_init(&txq->stats.syncp);
 		snprintf(txq->name, sizeof(txq->name), "output.%u", i);
-		if (priv->napi_tx)
-			pvnet_napi_add_tx(priv->dev, &txq->napi, pvnet_tx_poll);
+		/* Registered in both modes: ethtool -C switches at run time. */
+		pvnet_napi_add_tx(priv->dev, &txq->napi, pvnet_tx_poll);
 	}
 
 	return 0;
@@ -302,8 +585,7 @@ static void pvnet_free_queues(struct pvnet_priv *priv)
 
 	for (i = 0; i < priv->max_queue_pairs; i++) {
 		netif_napi_del(&priv->rxq[i].napi);
-		if (priv->napi_tx)
-			netif_napi_del(&priv->txq[i].napi);
+		netif_napi_del(&priv->txq[i].napi);
 	}
 	kfree(priv->txq);
 	priv->txq = NULL;
@@ -311,10 +593,14 @@ static void pvnet_free_queues(struct pvnet_priv *priv)
 	priv->rxq = NULL;
 }
 
-/* Virtqueue layout (VIRTIO 1.2, 5.1.2): receiveqN = 2N, transmitqN = 2N+1. */
+/*
+ * Virtqueue layout (VIRTIO 1.2, 5.1.2): receiveqN = 2N, transmitqN =
+ * 2N+1, then the control queue (index 2 * max_virtqueue_pairs with MQ,
+ * 2 without).
+ */
 static int pvnet_init_vqs(struct pvnet_priv *priv)
 {
-	unsigned int nvqs = priv->max_queue_pairs * 2;
+	unsigned int nvqs = priv->max_queue_pairs * 2 + !!priv->ctrl;
 	vq_callback_t **callbacks;
 	struct virtqueue **vqs;
 	const char **names;
@@ -333,6 +619,11 @@ static int pvnet_init_vqs(struct pvnet_priv *priv)
 		callbacks[2 * i + 1] = pvnet_tx_vq_done;
 		names[2 * i + 1] = priv->txq[i].name;
 	}
+	if (priv->ctrl) {
+		/* Polled: no callback. */
+		callbacks[nvqs - 1] = NULL;
+		names[nvqs - 1] = "control";
+	}
 
 	err = pvnet_find_vqs(priv->vdev, nvqs, vqs, callbacks, names);
 	if (err)
@@ -341,6 +632,13 @@ static int pvnet_init_vqs(struct pvnet_priv *priv)
 	for (i = 0; i < priv->max_queue_pairs; i++) {
 		priv->rxq[i].vq = vqs[2 * i];
 		priv->txq[i].vq = vqs[2 * i + 1];
+	}
+	if (priv->ctrl)
+		pvnet_ctrl_set_vq(priv, vqs[nvqs - 1]);
+	/* find_vqs creates the rings at the largest size the device allows. */
+	if (!priv->rx_ring_max) {
+		priv->rx_ring_max = virtqueue_get_vring_size(priv->rxq[0].vq);
+		priv->tx_ring_max = virtqueue_get_vring_size(priv->txq[0].vq);
 	}
 	priv->vqs_ready = true;
 
@@ -377,6 +675,7 @@ static void pvnet_del_vqs(struct pvnet_priv *priv)
 		priv->rxq[i].vq = NULL;
 		priv->txq[i].vq = NULL;
 	}
+	pvnet_ctrl_set_vq(priv, NULL);
 	priv->vqs_ready = false;
 }
 
@@ -394,6 +693,12 @@ static int pvnet_validate(struct virtio_device *vdev)
 		return -ENODEV;
 	}
 
+	/* The control queue carries MQ and offload commands (5.1.3.1). */
+	if (!virtio_has_feature(vdev, VIRTIO_NET_F_CTRL_VQ)) {
+		__virtio_clear_bit(vdev, VIRTIO_NET_F_MQ);
+		__virtio_clear_bit(vdev, VIRTIO_NET_F_CTRL_GUEST_OFFLOADS);
+	}
+
 	if (virtio_has_feature(vdev, VIRTIO_NET_F_MTU)) {
 		u16 mtu = virtio_cread16(vdev,
 					 offsetof(struct virtio_net_config, mtu));
@@ -407,6 +712,40 @@ static int pvnet_validate(struct virtio_device *vdev)
 	}
 
 	return 0;
+}
+
+/*
+ * Guest offloads (the device checksumming and merging what it hands us).
+ * With VIRTIO_NET_F_CTRL_GUEST_OFFLOADS they are switchable: merging is
+ * exposed as LRO (on by default; the stack turns it off for forwarding)
+ * and as rx-gro-hw, and the device merges while either is on.  Without
+ * it the device merges whatever we do, which ethtool shows as rx-gro-hw
+ * and rx-checksumming on [fixed].
+ */
+static void pvnet_init_rx_offload_features(struct pvnet_priv *priv)
+{
+	struct virtio_device *vdev = priv->vdev;
+	struct net_device *dev = priv->dev;
+	u64 capable = 0;
+	unsigned int i;
+
+	for (i = 0; i < 64; i++)
+		if ((PVNET_GUEST_OFFLOAD_MASK & BIT_ULL(i)) &&
+		    __virtio_test_bit(vdev, i))
+			capable |= BIT_ULL(i);
+	priv->guest_offloads_capable = capable;
+	priv->guest_offloads_enabled = capable;
+
+	if (!(capable & PVNET_GUEST_GSO_MASK))
+		return;
+
+	if (virtio_has_feature(vdev, VIRTIO_NET_F_CTRL_GUEST_OFFLOADS)) {
+		dev->hw_features |= NETIF_F_LRO | NETIF_F_GRO_HW;
+		dev->features |= NETIF_F_LRO;
+	} else {
+		dev->hw_features &= ~NETIF_F_RXCSUM;
+		dev->features |= NETIF_F_GRO_HW | NETIF_F_RXCSUM;
+	}
 }
 
 static void pvnet_init_features(struct pvnet_priv *priv)
@@ -423,6 +762,7 @@ static void pvnet_init_features(struct pvnet_priv *priv)
 		dev->hw_features |= NETIF_F_RXCSUM;
 		dev->features |= NETIF_F_RXCSUM;
 	}
+	pvnet_init_rx_offload_features(priv);
 	dev->vlan_features = dev->features;
 }
 
@@ -461,6 +801,34 @@ static void pvnet_init_addr_mtu(struct pvnet_priv *priv)
 	priv->rx_buf_len = PVNET_HDR_LEN + dev->max_mtu + ETH_HLEN + VLAN_HLEN;
 }
 
+/* Queue pairs the device has: max_virtqueue_pairs with MQ, else one. */
+static u16 pvnet_max_pairs(struct virtio_device *vdev)
+{
+	u16 pairs;
+
+	if (!virtio_has_feature(vdev, VIRTIO_NET_F_MQ))
+		return 1;
+
+	pairs = virtio_cread16(vdev, offsetof(struct virtio_net_config,
+					      max_virtqueue_pairs));
+	return clamp_t(u16, pairs, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN,
+		       VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX);
+}
+
+/*
+ * After DRIVER_OK the device uses the first pair only (5.1.6.5.5); ask
+ * for @pairs, and stay with one if the device refuses.  Before
+ * register_netdev, so no RTNL needed.
+ */
+static void pvnet_start_queue_pairs(struct pvnet_priv *priv, u16 pairs)
+{
+	if (pairs > 1 && pvnet_ctrl_set_queue_pairs(priv, pairs))
+		pairs = 1;
+	priv->curr_queue_pairs = pairs;
+	netif_set_real_num_tx_queues(priv->dev, pairs);
+	netif_set_real_num_rx_queues(priv->dev, pairs);
+}
+
 static int pvnet_probe(struct virtio_device *vdev)
 {
 	struct pvnet_priv *priv;
@@ -469,7 +837,7 @@ static int pvnet_probe(struct virtio_device *vdev)
 
 	BUILD_BUG_ON(PVNET_HDR_LEN != 12);
 
-	dev = alloc_etherdev_mq(sizeof(*priv), 1);
+	dev = alloc_etherdev_mq(sizeof(*priv), pvnet_max_pairs(vdev));
 	if (!dev)
 		return -ENOMEM;
 
@@ -477,7 +845,7 @@ static int pvnet_probe(struct virtio_device *vdev)
 	priv = netdev_priv(dev);
 	priv->vdev = vdev;
 	priv->dev = dev;
-	priv->max_queue_pairs = 1;
+	priv->max_queue_pairs = pvnet_max_pairs(vdev);
 	priv->curr_queue_pairs = 1;
 	priv->napi_tx = napi_tx;
 	priv->has_status = virtio_has_feature(vdev, VIRTIO_NET_F_STATUS);
@@ -495,9 +863,13 @@ static int pvnet_probe(struct virtio_device *vdev)
 	pvnet_init_features(priv);
 	pvnet_init_addr_mtu(priv);
 
-	err = pvnet_alloc_queues(priv);
+	err = pvnet_ctrl_alloc(priv);
 	if (err)
 		goto err_free_netdev;
+
+	err = pvnet_alloc_queues(priv);
+	if (err)
+		goto err_free_ctrl;
 
 	err = pvnet_init_vqs(priv);
 	if (err) {
@@ -514,11 +886,20 @@ static int pvnet_probe(struct virtio_device *vdev)
 	/* The device must be live before rx buffers can be posted at open. */
 	virtio_device_ready(vdev);
 
+	/* One pair per CPU, up to what the device has. */
+	pvnet_start_queue_pairs(priv,
+				min_t(unsigned int, priv->max_queue_pairs,
+				      num_online_cpus()));
+
 	err = register_netdev(dev);
 	if (err) {
 		dev_err(&vdev->dev, "failed to register netdev: %d\n", err);
 		goto err_del_vqs;
 	}
+
+	rtnl_lock();
+	pvnet_update_affinity(priv);
+	rtnl_unlock();
 
 	if (pvnet_link_is_up(priv))
 		netif_carrier_on(dev);
@@ -526,8 +907,9 @@ static int pvnet_probe(struct virtio_device *vdev)
 	pvnet_config_enable(priv);
 
 	dev_info(&vdev->dev,
-		 "%s: MAC %pM, mtu %u (max %u), features 0x%llx, napi_tx %d\n",
+		 "%s: MAC %pM, mtu %u (max %u), queue pairs %u/%u, features 0x%llx, napi_tx %d\n",
 		 dev->name, dev->dev_addr, dev->mtu, dev->max_mtu,
+		 priv->curr_queue_pairs, priv->max_queue_pairs,
 		 vdev->features, priv->napi_tx);
 	return 0;
 
@@ -535,6 +917,8 @@ err_del_vqs:
 	pvnet_del_vqs(priv);
 err_free_queues:
 	pvnet_free_queues(priv);
+err_free_ctrl:
+	pvnet_ctrl_free(priv);
 err_free_netdev:
 	vdev->priv = NULL;
 	free_netdev(dev);
@@ -555,6 +939,7 @@ static void pvnet_remove(struct virtio_device *vdev)
 
 	pvnet_del_vqs(priv);
 	pvnet_free_queues(priv);
+	pvnet_ctrl_free(priv);
 	vdev->priv = NULL;
 	free_netdev(dev);
 }
@@ -595,6 +980,17 @@ static int pvnet_restore(struct virtio_device *vdev)
 
 	virtio_device_ready(vdev);
 
+	/* A reset device uses one pair and all negotiated offloads. */
+	if (priv->curr_queue_pairs > 1 &&
+	    pvnet_ctrl_set_queue_pairs(priv, priv->curr_queue_pairs)) {
+		pvnet_set_real_queues(priv, 1);
+		priv->curr_queue_pairs = 1;
+	}
+	if (priv->guest_offloads_enabled != priv->guest_offloads_capable &&
+	    pvnet_ctrl_set_guest_offloads(priv, priv->guest_offloads_enabled))
+		priv->guest_offloads_enabled = priv->guest_offloads_capable;
+	pvnet_update_affinity(priv);
+
 	if (netif_running(dev))
 		pvnet_up(priv);
 
@@ -614,6 +1010,9 @@ static const unsigned int pvnet_features[] = {
 	VIRTIO_NET_F_MTU,
 	VIRTIO_NET_F_CSUM,
 	VIRTIO_NET_F_GUEST_CSUM,
+	VIRTIO_NET_F_CTRL_VQ,
+	VIRTIO_NET_F_MQ,
+	VIRTIO_NET_F_CTRL_GUEST_OFFLOADS,
 };
 
 static const struct virtio_device_id pvnet_id_table[] = {

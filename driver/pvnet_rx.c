@@ -222,10 +222,16 @@ int pvnet_rx_poll(struct napi_struct *napi, int budget)
 }
 
 /* Free the rx buffers still owned by a reset device. */
+/* Release one rx buffer taken back from the device. */
+void pvnet_rx_free_buf(struct pvnet_rxq *rxq, void *buf)
+{
+	dev_kfree_skb(buf);
+}
+
 void pvnet_rx_free_unused(struct pvnet_rxq *rxq)
 {
-	struct sk_buff *skb;
+	void *buf;
 
-	while ((skb = virtqueue_detach_unused_buf(rxq->vq)))
-		dev_kfree_skb(skb);
+	while ((buf = virtqueue_detach_unused_buf(rxq->vq)))
+		pvnet_rx_free_buf(rxq, buf);
 }

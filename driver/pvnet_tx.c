@@ -50,7 +50,8 @@ void pvnet_tx_vq_done(struct virtqueue *vq)
 	 */
 	virtqueue_disable_cb(vq);
 	ntxq = pvnet_ntxq(txq);
-	if (netif_running(priv->dev) && netif_tx_queue_stopped(ntxq)) {
+	/* Not while the data path is paused for a reconfiguration. */
+	if (READ_ONCE(priv->active) && netif_tx_queue_stopped(ntxq)) {
 		WRITE_ONCE(txq->woken, true);
 		netif_tx_wake_queue(ntxq);
 	}
@@ -263,6 +264,22 @@ void pvnet_tx_open(struct pvnet_txq *txq)
 		netdev_tx_reset_queue(ntxq);
 	pvnet_tx_maybe_stop(txq, ntxq);
 	__netif_tx_unlock_bh(ntxq);
+}
+
+/*
+ * Reclaim what the device has completed on a stopped queue; true when
+ * nothing is left in flight.
+ */
+bool pvnet_tx_reap(struct pvnet_txq *txq)
+{
+	struct netdev_queue *ntxq = pvnet_ntxq(txq);
+	bool empty;
+
+	__netif_tx_lock_bh(ntxq);
+	pvnet_tx_free_old(txq, ntxq, 0);
+	empty = txq->vq->num_free == virtqueue_get_vring_size(txq->vq);
+	__netif_tx_unlock_bh(ntxq);
+	return empty;
 }
 
 /* Free the tx skbs still owned by a reset device. */

@@ -1,0 +1,10 @@
+// SPDX-License-Identifier: GPL-2.0
+/* virtqueue_resize(vq, num, recycle, recycle_done) (6.11 on). */
+#include <linux/virtio.h>
+
+static int pvnet_probe(struct virtqueue *vq,
+		       void (*recycle)(struct virtqueue *vq, void *buf),
+		       void (*recycle_done)(struct virtqueue *vq))
+{
+	return virtqueue_resize(vq, 256, recycle, recycle_done);
+}
