@@ -12,6 +12,10 @@
 #include "pvnet.h"
 #include "pvnet_compat.h"
 
+#ifdef PVNET_HAVE_NETDEV_STAT_OPS
+#include <net/netdev_queues.h>
+#endif
+
 #define PVNET_RXQ_STAT(idx, field) \
 	[idx] = { #field, offsetof(struct pvnet_rxq_stats, field) }
 #define PVNET_TXQ_STAT(idx, field) \
@@ -245,7 +249,87 @@ static const struct ethtool_ops pvnet_ethtool_ops = {
 	.get_link_ksettings	= pvnet_get_link_ksettings,
 };
 
+#ifdef PVNET_HAVE_NETDEV_STAT_OPS
+/*
+ * The netdev netlink queue statistics (qstats-get).  Only the fields
+ * pvnet counts are set; the core leaves the others out.
+ */
+static void pvnet_qstats_rx(const struct pvnet_rxq *rxq,
+			    struct netdev_queue_stats_rx *rx)
+{
+	u64 v[PVNET_RXQ_STATS_NUM];
+
+	pvnet_rxq_stats_read(&rxq->stats, v);
+	rx->packets = v[PVNET_RXQ_PACKETS];
+	rx->bytes = v[PVNET_RXQ_BYTES];
+	rx->csum_unnecessary = v[PVNET_RXQ_CSUM_VALID];
+}
+
+static void pvnet_qstats_tx(const struct pvnet_txq *txq,
+			    struct netdev_queue_stats_tx *tx)
+{
+	u64 v[PVNET_TXQ_STATS_NUM];
+
+	pvnet_txq_stats_read(&txq->stats, v);
+	tx->packets = v[PVNET_TXQ_PACKETS];
+	tx->bytes = v[PVNET_TXQ_BYTES];
+	tx->stop = v[PVNET_TXQ_STOPS];
+	tx->wake = v[PVNET_TXQ_WAKES];
+}
+
+static void pvnet_get_queue_stats_rx(struct net_device *dev, int idx,
+				     struct netdev_queue_stats_rx *rx)
+{
+	struct pvnet_priv *priv = netdev_priv(dev);
+
+	pvnet_qstats_rx(&priv->rxq[idx], rx);
+}
+
+static void pvnet_get_queue_stats_tx(struct net_device *dev, int idx,
+				     struct netdev_queue_stats_tx *tx)
+{
+	struct pvnet_priv *priv = netdev_priv(dev);
+
+	pvnet_qstats_tx(&priv->txq[idx], tx);
+}
+
+/* Pairs not in use now still count towards the device totals. */
+static void pvnet_get_base_stats(struct net_device *dev,
+				 struct netdev_queue_stats_rx *rx,
+				 struct netdev_queue_stats_tx *tx)
+{
+	struct pvnet_priv *priv = netdev_priv(dev);
+	struct netdev_queue_stats_rx qrx;
+	struct netdev_queue_stats_tx qtx;
+	unsigned int q;
+
+	memset(rx, 0, sizeof(*rx));
+	memset(tx, 0, sizeof(*tx));
+	for (q = priv->curr_queue_pairs; q < priv->max_queue_pairs; q++) {
+		pvnet_qstats_rx(&priv->rxq[q], &qrx);
+		rx->packets += qrx.packets;
+		rx->bytes += qrx.bytes;
+		rx->csum_unnecessary += qrx.csum_unnecessary;
+
+		pvnet_qstats_tx(&priv->txq[q], &qtx);
+		tx->packets += qtx.packets;
+		tx->bytes += qtx.bytes;
+		tx->stop += qtx.stop;
+		tx->wake += qtx.wake;
+	}
+}
+
+static const struct netdev_stat_ops pvnet_stat_ops = {
+	.get_queue_stats_rx	= pvnet_get_queue_stats_rx,
+	.get_queue_stats_tx	= pvnet_get_queue_stats_tx,
+	.get_base_stats		= pvnet_get_base_stats,
+};
+#endif
+
 void pvnet_set_ethtool_ops(struct net_device *dev)
 {
 	dev->ethtool_ops = &pvnet_ethtool_ops;
+#ifdef PVNET_HAVE_NETDEV_STAT_OPS
+	dev->stat_ops = &pvnet_stat_ops;
+#endif
 }

@@ -7,15 +7,17 @@ transfers across `ethtool -L/-G/-C` changes made while they run.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pvnet_harness.qstats as qstats_mod
 import pytest
 from pvnet_harness.guest import load_profile
-from pvnet_harness.testbed import DUT_V4, HOST_V4, TestBed, parse_kv_lines
+from pvnet_harness.testbed import DUT_V4, HOST_V4, TestBed, parse_ethtool_stats, parse_kv_lines
 from pvnet_harness.traffic import TcpSink, make_payload, tcp_send_file
 
 pytestmark = pytest.mark.qemu
@@ -252,3 +254,39 @@ def test_lro_switches_guest_offloads(bed_mq: TestBed) -> None:
     feats = _features(bed_mq)
     assert (feats["rx-checksumming"], feats["large-receive-offload"], feats["rx-gro-hw"]) == (
         "on", "on", "off")
+
+
+def test_netlink_queue_stats_agree_with_ethtool(bed_mq: TestBed) -> None:
+    """qstats-get (netdev netlink, Linux 6.10+): per-queue counters equal ethtool -S, device
+    totals equal the netdev counters; older kernels have no such command."""
+    script = Path(qstats_mod.__file__)
+    assert bed_mq.guest is not None
+    (bed_mq.guest.workdir / "qstats.py").write_bytes(script.read_bytes())
+    dev = bed_mq.dut_if()
+    bed_mq.g.sh(f"ethtool -L {dev} combined 2")  # two pairs idle: they go in the base stats
+    try:
+        bed_mq.g.sh(f"ping -c 20 -i 0.05 -W 2 {HOST_V4} >/dev/null")
+        ifindex = bed_mq.g.sh(f"cat /sys/class/net/{dev}/ifindex")
+        # One command, so that nothing moves the counters between the two readings.
+        out = bed_mq.g.sh(f"python3 /mnt/work/qstats.py {ifindex} 2>&1; echo qstats-rc=$?; "
+                          f"ethtool -S {dev}; grep . /sys/class/net/{dev}/statistics/*_packets")
+    finally:
+        bed_mq.g.sh(f"ethtool -L {dev} combined {QUEUES}")
+    first, _, rest = out.partition("\nqstats-rc=")
+    rc, _, rest = rest.partition("\n")
+    if bed_mq.tree.line in ("5.10", "6.1"):
+        assert rc == "3", first
+        return
+    assert rc == "0", first
+    data = json.loads(first)
+    stats = parse_ethtool_stats(rest)
+    link = {k.rsplit("/", 1)[-1]: int(v) for k, v in parse_kv_lines(rest).items()
+            if k.startswith("/sys/")}
+    queues = data["queues"]
+    assert sorted((q["type"], q["id"]) for q in queues) == [
+        (t, i) for t in ("rx", "tx") for i in range(2)]
+    for q in queues:
+        assert q[f"{q['type']}-packets"] == stats[f"{q['type']}_queue_{q['id']}_packets"], q
+        assert q[f"{q['type']}-bytes"] == stats[f"{q['type']}_queue_{q['id']}_bytes"], q
+    assert data["device"]["rx-packets"] == link["rx_packets"]
+    assert data["device"]["tx-packets"] == link["tx_packets"]
