@@ -385,6 +385,13 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def failure(driver: str, rnd: int, what: str, err: BaseException, start: str = "") -> dict[str, Any]:
+    """A failed measurement step as the JSON records it (the bench goes on), with a progress line."""
+    progress(f"  {driver or 'bench'} round {rnd} {what}: FAILED {str(err).splitlines()[0]}")
+    return {"driver": driver, "round": rnd, "run": what, "start": start or _now(), "end": _now(),
+            "error": str(err)[-3000:]}
+
+
 # ---------------------------------------------------------------- measuring
 
 
@@ -458,9 +465,7 @@ class BenchRun:
         try:
             values = measure()
         except (GuestError, CommandError, ValueError, KeyError, subprocess.TimeoutExpired) as err:
-            progress(f"  {driver} round {rnd} {what}: FAILED {str(err).splitlines()[0]}")
-            self.failures.append({"driver": driver, "round": rnd, "run": what, "start": start,
-                                  "end": _now(), "error": str(err)[-3000:]})
+            self.failures.append(failure(driver, rnd, what, err, start))
             return
         end = _now()
         for metric, value in values.items():
@@ -544,17 +549,19 @@ def run_bench(bed: TestBed, out: Path, rounds: int = 5, duration: int = 3) -> Be
                 try:
                     infos[driver] = switch_to(bed, driver)
                 except GuestError as err:
-                    bench.failures.append({"driver": driver, "round": rnd, "run": "bind",
-                                           "start": _now(), "end": _now(), "error": str(err)[-3000:]})
-                    progress(f"  {driver}: bind FAILED {str(err).splitlines()[0]}")
+                    bench.failures.append(failure(driver, rnd, "bind", err))
                     continue
                 channels.setdefault(driver, dut_channels(bed))
                 bench.round(driver, rnd)
-    bed.bind_dut("pvnet")
+    try:
+        bed.bind_dut("pvnet")  # leave the bed as the tests expect it
+        dmesg = bed.check_dmesg()
+    except GuestError as err:  # still write what was measured
+        bench.failures.append(failure("", 0, "teardown", err))
+        dmesg = []
     env["drivers"] = {d: {"version": i.get("version"), "bus_info": i.get("bus-info")}
                       for d, i in infos.items()}
     env["dut_channels"] = ", ".join(f"{d} {c}" for d, c in channels.items())
-    dmesg = bed.check_dmesg()
     return write_outputs(out, bench.samples, env, bench.failures, dmesg)
 
 
