@@ -111,6 +111,15 @@ def parse_iperf_json(text: str) -> dict[str, Any]:
     return report
 
 
+def split_stat_wrapped(out: str) -> tuple[dict[str, Any], str, str]:
+    """Output of `head -1 /proc/stat && iperf3 -J ... && head -1 /proc/stat` ->
+    (iperf3 report, cpu line before, cpu line after)."""
+    lines = out.strip().splitlines()
+    if len(lines) < 3 or not lines[0].startswith("cpu ") or not lines[-1].startswith("cpu "):
+        raise ValueError(f"expected /proc/stat, iperf3 JSON, /proc/stat: {out[-500:]!r}")
+    return parse_iperf_json("\n".join(lines[1:-1])), lines[0], lines[-1]
+
+
 def parse_sockperf(text: str) -> dict[str, float]:
     """sockperf ping-pong output -> {"p50": .., "p99": .., "avg": .., "min": .., "max": ..} (us)."""
     text = ANSI.sub("", text)
@@ -422,22 +431,22 @@ class BenchRun:
     failures: list[dict[str, Any]] = field(default_factory=list)
     clk_tck: int = 100
 
-    def guest_iperf(self, args: str) -> dict[str, Any]:
-        out = self.bed.g.sh(f"iperf3 -J -i 0 -c {HOST_V4} -p {IPERF_PORT} -t {self.duration} {args}",
+    def guest_iperf(self, args: str) -> tuple[dict[str, Any], str, str]:
+        """iperf3 client in the guest -> (its JSON report, /proc/stat cpu line before, after);
+        the two /proc/stat reads sit in the same guest command, right around iperf3."""
+        out = self.bed.g.sh(f"head -1 /proc/stat && iperf3 -J -i 0 -c {HOST_V4} -p {IPERF_PORT} "
+                            f"-t {self.duration} {args} && head -1 /proc/stat",
                             timeout=self.duration + 90)
-        return parse_iperf_json(out)
+        return split_stat_wrapped(out)
 
     def tcp(self, reverse: bool, streams: int) -> tuple[float, float]:
         """One TCP stream run -> (Mbit/s at the receiver, guest CPU s per GB)."""
-        g = self.bed.g
-        before = g.sh("head -1 /proc/stat")
-        report = self.guest_iperf(f"-P {streams}" + (" -R" if reverse else ""))
-        after = g.sh("head -1 /proc/stat")
+        report, before, after = self.guest_iperf(f"-P {streams}" + (" -R" if reverse else ""))
         return iperf_mbps(report), cpu_seconds_per_gb(before, after, self.clk_tck,
                                                        iperf_bytes(report))
 
     def udp(self, reverse: bool) -> float:
-        report = self.guest_iperf(f"-u -b 0 -l {UDP_PAYLOAD}" + (" -R" if reverse else ""))
+        report, _, _ = self.guest_iperf(f"-u -b 0 -l {UDP_PAYLOAD}" + (" -R" if reverse else ""))
         return iperf_udp_pps(report)
 
     def rr(self) -> dict[str, float]:

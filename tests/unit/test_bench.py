@@ -22,6 +22,7 @@ from pvnet_harness.bench import (
     parse_sockperf,
     render_json,
     render_markdown,
+    split_stat_wrapped,
     spread,
     summarize,
     write_outputs,
@@ -78,6 +79,13 @@ def test_iperf_udp_pps_counts_received_datagrams() -> None:
     assert iperf_udp_pps(IPERF_UDP) == pytest.approx((284350 - 8587) / 2.0)
     only_sum = {"end": {"sum": IPERF_UDP["end"]["sum"]}}
     assert iperf_udp_pps(only_sum) == pytest.approx((284350 - 8587) / 1.000179)
+
+
+def test_split_stat_wrapped() -> None:
+    report, before, after = split_stat_wrapped(f"{STAT0}\n{json.dumps(IPERF_TCP, indent=1)}\n{STAT1}\n")
+    assert report == IPERF_TCP and before == STAT0 and after == STAT1
+    with pytest.raises(ValueError):
+        split_stat_wrapped(json.dumps(IPERF_TCP))
 
 
 def test_parse_sockperf_percentiles() -> None:
