@@ -1,4 +1,4 @@
-"""invoke tasks: kernels, build, dkms, test, test-qemu, check, demo, lint."""
+"""invoke tasks: kernels, build, dkms, test, test-qemu, check, demo, bench, lint."""
 
 from __future__ import annotations
 
@@ -175,6 +175,33 @@ def demo(c: Context, kernel: str = "6.1", accel: str = "auto", out: str = "out",
         _fail(err)
     progress(f"report written to {ROOT / out / 'demo-report.json'}")
     print(json.dumps(report["summary"], indent=2))
+
+
+@task(help={"kernel": "kernel line", "accel": "auto|kvm|tcg",
+            "out": "output folder for bench.json/.md/.png (relative to the checkout)",
+            "rounds": "interleaved rounds per driver (pvnet, virtio_net, pvnet, ...)",
+            "duration": "seconds per measurement run",
+            "queues": "DUT queue pairs offered by the device (0: the standard profile's)",
+            "offline": "use the cached kernel only"})
+def bench(c: Context, kernel: str = "6.1", accel: str = "auto", out: str = "out/bench",
+          rounds: int = 5, duration: int = 3, queues: int = 0, offline: bool = False,
+          verbose: bool = False) -> None:
+    """Same-boot A/B benchmark of pvnet vs the in-tree virtio_net (sysfs rebind between rounds):
+    TCP streams, UDP 64 B pps, TCP RR p50/p99, guest CPU per GB; writes JSON, markdown, PNG."""
+    from pvnet_harness.bench import bench as run_bench
+
+    setup_logging(verbose)
+    try:
+        res = run_bench(kernel, accel, ROOT / out, rounds, duration, queues, offline)
+    except Exception as err:  # the message carries the command/console context
+        _fail(err)
+    print("\n" + res.files["md"].read_text())
+    for path in res.files.values():
+        print(path)
+    if res.failures or res.dmesg_problems:
+        print(f"\n{len(res.failures)} measurement run(s) failed; guest dmesg problems: "
+              f"{res.dmesg_problems or 'none'}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 @task(help={"kernel": "kernel lines for the W=1 + sparse builds (comma list or all)"})

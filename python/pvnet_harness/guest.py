@@ -104,6 +104,11 @@ def choose_accel(requested: str | None = None, sys_module: Path = Path("/sys/mod
     return "kvm" if kvm_usable(sys_module) else "tcg"
 
 
+def vhost_usable(accel: str, dev: Path = Path("/dev/vhost-net")) -> bool:
+    """Whether the guest's taps get vhost-net (only with KVM, and only when the host has it)."""
+    return accel == "kvm" and dev.exists()
+
+
 def qemu_argv(
     profile: Profile,
     tree: KernelTree,
@@ -125,7 +130,7 @@ def qemu_argv(
         cmdline=cmdline,
         workdir=workdir,
         nics=profile.nics,
-        vhost=accel == "kvm" and Path("/dev/vhost-net").exists(),
+        vhost=vhost_usable(accel),
     )
     return ["qemu-system-x86_64", *[ln for ln in text.splitlines() if ln.strip()]]
 

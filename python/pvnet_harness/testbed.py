@@ -124,6 +124,25 @@ class TestBed:
         pci = self.profile.nic("dut").pci
         return self.g.sh(f"basename /sys/bus/pci/devices/{pci}/virtio*")
 
+    def dut_driver(self) -> str:
+        """The virtio driver the DUT is bound to ("" when unbound)."""
+        virtio = self.dut_virtio()
+        return self.g.sh(f"basename \"$(readlink /sys/bus/virtio/devices/{virtio}/driver)\" "
+                         f"2>/dev/null || true")
+
+    def bind_dut(self, driver: str) -> str:
+        """Move the DUT to another virtio driver (pvnet, virtio_net) through sysfs unbind/bind,
+        then address it again (the netdev is recreated); returns the new netdev name."""
+        virtio = self.dut_virtio()
+        current = self.dut_driver()
+        if current != driver:
+            if current:
+                self.g.sh(f"echo {virtio} > /sys/bus/virtio/drivers/{current}/unbind")
+            self.g.sh(f"echo {virtio} > /sys/bus/virtio/drivers/{driver}/bind")
+        if self.dut_driver() != driver:
+            self.g.fail(f"DUT {virtio} did not bind to {driver}")
+        return self.setup_dut()
+
     def setup_dut(self) -> str:
         dev = self.dut_if()
         self.g.sh(f"ip link set {dev} up && ip addr replace {DUT_V4}/24 dev {dev} && "
