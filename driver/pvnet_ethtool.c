@@ -25,6 +25,12 @@ const struct pvnet_stat_desc pvnet_rxq_stat_descs[PVNET_RXQ_STATS_NUM] = {
 	PVNET_RXQ_STAT(PVNET_RXQ_ERRORS, errors),
 	PVNET_RXQ_STAT(PVNET_RXQ_CSUM_VALID, csum_valid),
 	PVNET_RXQ_STAT(PVNET_RXQ_CSUM_PARTIAL, csum_partial),
+	PVNET_RXQ_STAT(PVNET_RXQ_CSUM_NONE, csum_none),
+	PVNET_RXQ_STAT(PVNET_RXQ_GSO_PACKETS, gso_packets),
+	PVNET_RXQ_STAT(PVNET_RXQ_GSO_BYTES, gso_bytes),
+	PVNET_RXQ_STAT(PVNET_RXQ_MERGED_BUFFERS, merged_buffers),
+	PVNET_RXQ_STAT(PVNET_RXQ_REFILL_FAILURES, refill_failures),
+	PVNET_RXQ_STAT(PVNET_RXQ_RECYCLED, recycled),
 };
 
 const struct pvnet_stat_desc pvnet_txq_stat_descs[PVNET_TXQ_STATS_NUM] = {

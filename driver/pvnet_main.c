@@ -152,7 +152,10 @@ static int pvnet_close(struct net_device *dev)
 
 static int pvnet_change_mtu(struct net_device *dev, int new_mtu)
 {
-	/* Rx buffers are always sized for max_mtu: nothing to resize. */
+	/*
+	 * Rx buffers always take max_mtu (small and big buffers are sized
+	 * for it, mergeable ones chain): nothing to repost.
+	 */
 	if (new_mtu < dev->min_mtu || new_mtu > dev->max_mtu)
 		return -EINVAL;
 
@@ -260,9 +263,12 @@ static void pvnet_config_disable(struct pvnet_priv *priv)
 	cancel_work_sync(&priv->config_work);
 }
 
+static void pvnet_free_queues(struct pvnet_priv *priv);
+
 static int pvnet_alloc_queues(struct pvnet_priv *priv)
 {
 	unsigned int i;
+	int err;
 
 	priv->rxq = kcalloc(priv->max_queue_pairs, sizeof(*priv->rxq),
 			    GFP_KERNEL);
@@ -293,6 +299,15 @@ static int pvnet_alloc_queues(struct pvnet_priv *priv)
 			pvnet_napi_add_tx(priv->dev, &txq->napi, pvnet_tx_poll);
 	}
 
+	/* Rx buffer allocators; pvnet_rxq_fini() copes with unset ones. */
+	for (i = 0; i < priv->max_queue_pairs; i++) {
+		err = pvnet_rxq_init(&priv->rxq[i]);
+		if (err) {
+			pvnet_free_queues(priv);
+			return err;
+		}
+	}
+
 	return 0;
 }
 
@@ -301,6 +316,7 @@ static void pvnet_free_queues(struct pvnet_priv *priv)
 	unsigned int i;
 
 	for (i = 0; i < priv->max_queue_pairs; i++) {
+		pvnet_rxq_fini(&priv->rxq[i]);
 		netif_napi_del(&priv->rxq[i].napi);
 		if (priv->napi_tx)
 			netif_napi_del(&priv->txq[i].napi);
@@ -394,6 +410,8 @@ static int pvnet_validate(struct virtio_device *vdev)
 		return -ENODEV;
 	}
 
+	pvnet_rx_validate(vdev);
+
 	if (virtio_has_feature(vdev, VIRTIO_NET_F_MTU)) {
 		u16 mtu = virtio_cread16(vdev,
 					 offsetof(struct virtio_net_config, mtu));
@@ -457,8 +475,8 @@ static void pvnet_init_addr_mtu(struct pvnet_priv *priv)
 		dev->mtu = dev->max_mtu;
 	}
 
-	/* Every rx buffer takes the largest frame the device may send. */
-	priv->rx_buf_len = PVNET_HDR_LEN + dev->max_mtu + ETH_HLEN + VLAN_HLEN;
+	/* Rx buffer layout and sizes; may raise max_mtu. */
+	pvnet_rx_setup(priv);
 }
 
 static int pvnet_probe(struct virtio_device *vdev)
@@ -614,6 +632,13 @@ static const unsigned int pvnet_features[] = {
 	VIRTIO_NET_F_MTU,
 	VIRTIO_NET_F_CSUM,
 	VIRTIO_NET_F_GUEST_CSUM,
+	VIRTIO_NET_F_MRG_RXBUF,
+	VIRTIO_NET_F_GUEST_TSO4,
+	VIRTIO_NET_F_GUEST_TSO6,
+	VIRTIO_NET_F_GUEST_ECN,
+	VIRTIO_NET_F_GUEST_UFO,
+	PVNET_F_GUEST_USO4,
+	PVNET_F_GUEST_USO6,
 };
 
 static const struct virtio_device_id pvnet_id_table[] = {
