@@ -156,8 +156,8 @@ static void name(struct net_device *dev,				\
  * The pool does no DMA mapping: the virtio core maps every buffer it is
  * given.
  */
-static inline struct page_pool *pvnet_page_pool_create(struct device *dev,
-							unsigned int size)
+static inline struct page_pool *
+pvnet_page_pool_create(struct device *dev, unsigned int size)
 {
 #ifdef PVNET_HAVE_PAGE_POOL_FRAG
 	struct page_pool_params pp = {

@@ -5,7 +5,7 @@
  * sends an skb's pool pages back to their pool when it is freed (5.15 on).
  * The header moved to net/page_pool/helpers.h in 6.6.
  */
-#if __has_include(<net/page_pool/helpers.h>)
+#if __has_include("net/page_pool/helpers.h")
 #include <net/page_pool/helpers.h>
 #else
 #include <net/page_pool.h>
