@@ -5,6 +5,9 @@
 #ifndef _PVNET_H
 #define _PVNET_H
 
+#include <linux/average.h>
+#include <linux/if_vlan.h>
+#include <linux/mm_types.h>
 #include <linux/netdevice.h>
 #include <linux/scatterlist.h>
 #include <linux/skbuff.h>
@@ -43,8 +46,31 @@
 /* Delay before retrying an rx refill that failed for lack of memory. */
 #define PVNET_REFILL_DELAY	(HZ / 2)
 
+/*
+ * Pages per big-mode rx buffer chain: enough for the virtio-net header
+ * plus the largest frame (64 KiB GSO or max MTU, Ethernet and VLAN header).
+ */
+#define PVNET_RX_BIG_MAX_PAGES \
+	DIV_ROUND_UP(PVNET_HDR_LEN + ETH_HLEN + VLAN_HLEN + ETH_MAX_MTU, PAGE_SIZE)
+
+struct page_pool;
 struct pvnet_priv;
 struct pvnet_ctrl;
+
+/*
+ * How rx buffers are laid out (chosen at probe from the features):
+ * small: one buffer per packet sized for the MTU (an skb's data area);
+ * mergeable: page fragments, a packet may span several (MRG_RXBUF);
+ * big: a chain of pages large enough for a 64 KiB GSO packet.
+ */
+enum pvnet_rx_mode {
+	PVNET_RX_SMALL,
+	PVNET_RX_MERGEABLE,
+	PVNET_RX_BIG,
+};
+
+/* Moving average of received packet lengths, sizes mergeable buffers. */
+DECLARE_EWMA(pvnet_rx_len, 0, 64)
 
 struct pvnet_rxq_stats {
 	struct u64_stats_sync syncp;
@@ -55,6 +81,12 @@ struct pvnet_rxq_stats {
 	u64_stats_t errors;		/* length errors */
 	u64_stats_t csum_valid;		/* VIRTIO_NET_HDR_F_DATA_VALID seen */
 	u64_stats_t csum_partial;	/* VIRTIO_NET_HDR_F_NEEDS_CSUM seen */
+	u64_stats_t csum_none;		/* neither flag set */
+	u64_stats_t gso_packets;	/* packets with GSO metadata */
+	u64_stats_t gso_bytes;
+	u64_stats_t merged_buffers;	/* extra buffers merged into a packet */
+	u64_stats_t refill_failures;	/* refills that ran out of memory */
+	u64_stats_t recycled;		/* rx pages reused through the pool */
 };
 
 struct pvnet_txq_stats {
@@ -82,6 +114,12 @@ enum {
 	PVNET_RXQ_ERRORS,
 	PVNET_RXQ_CSUM_VALID,
 	PVNET_RXQ_CSUM_PARTIAL,
+	PVNET_RXQ_CSUM_NONE,
+	PVNET_RXQ_GSO_PACKETS,
+	PVNET_RXQ_GSO_BYTES,
+	PVNET_RXQ_MERGED_BUFFERS,
+	PVNET_RXQ_REFILL_FAILURES,
+	PVNET_RXQ_RECYCLED,
 	PVNET_RXQ_STATS_NUM
 };
 
@@ -105,6 +143,18 @@ struct pvnet_rxq {
 	/* Written only from this queue's NAPI poll or with NAPI disabled. */
 	struct pvnet_rxq_stats stats;
 	char name[16];
+
+	/*
+	 * Buffer allocator state, used like the stats: from NAPI or with
+	 * NAPI disabled.  Mergeable buffers come from @pool when the kernel
+	 * can recycle skb pages into a page_pool, else from @frag.
+	 */
+	struct page_pool *pool;
+	struct page_frag frag;
+	struct ewma_pvnet_rx_len len_avg;
+	u32 pool_pages;			/* pool pages started */
+	s32 pool_reused;		/* of those, not fresh from the allocator */
+	struct scatterlist big_sg[PVNET_RX_BIG_MAX_PAGES];
 };
 
 struct pvnet_txq {
@@ -139,8 +189,11 @@ struct pvnet_priv {
 	u32 rx_ring_max;
 	u32 tx_ring_max;
 
-	/* Bytes posted per rx buffer: header plus largest frame. */
+	enum pvnet_rx_mode rx_mode;
+	/* Small mode: bytes posted per rx buffer, header plus largest frame. */
 	unsigned int rx_buf_len;
+	/* Big mode: pages per rx buffer chain. */
+	unsigned int rx_big_pages;
 
 	bool napi_tx;
 	bool has_status;
@@ -222,6 +275,10 @@ void pvnet_refill_work(struct work_struct *work);
 void pvnet_refill_schedule(struct pvnet_priv *priv, unsigned long delay);
 void pvnet_rx_free_unused(struct pvnet_rxq *rxq);
 void pvnet_rx_free_buf(struct pvnet_rxq *rxq, void *buf);
+int pvnet_rxq_init(struct pvnet_rxq *rxq);
+void pvnet_rxq_fini(struct pvnet_rxq *rxq);
+void pvnet_rx_validate(struct virtio_device *vdev);
+void pvnet_rx_setup(struct pvnet_priv *priv);
 
 /* pvnet_tx.c */
 void pvnet_tx_vq_done(struct virtqueue *vq);

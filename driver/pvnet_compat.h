@@ -24,6 +24,12 @@
 
 #include "pvnet_compat_probed.h"
 
+#ifdef PVNET_HAVE_PAGE_POOL_HELPERS_H
+#include <net/page_pool/helpers.h>
+#elif defined(PVNET_HAVE_PAGE_POOL_FRAG)
+#include <net/page_pool.h>
+#endif
+
 /* netif_napi_add() lost its weight argument in 6.1. */
 static inline void pvnet_napi_add(struct net_device *dev,
 				  struct napi_struct *napi,
@@ -144,6 +150,110 @@ static void name(struct net_device *dev,				\
 #endif
 
 /*
+ * Rx page recycling.  A page_pool is used only where the kernel can hand
+ * out pool page fragments and recycle an skb's pool pages when the skb is
+ * freed (skb_mark_for_recycle, 5.15 on); elsewhere pvnet_page_pool_create()
+ * fails with -EOPNOTSUPP and the caller falls back to plain page frags.
+ * The pool does no DMA mapping: the virtio core maps every buffer it is
+ * given.
+ */
+static inline struct page_pool *
+pvnet_page_pool_create(struct device *dev, unsigned int size)
+{
+#ifdef PVNET_HAVE_PAGE_POOL_FRAG
+	struct page_pool_params pp = {
+		.order		= 0,
+		.pool_size	= size,
+		.nid		= NUMA_NO_NODE,
+		.dev		= dev,
+		.dma_dir	= DMA_FROM_DEVICE,
+	};
+
+#ifdef PVNET_HAVE_PP_FLAG_PAGE_FRAG
+	pp.flags = PP_FLAG_PAGE_FRAG;
+#endif
+	return page_pool_create(&pp);
+#else
+	return ERR_PTR(-EOPNOTSUPP);
+#endif
+}
+
+static inline void pvnet_page_pool_destroy(struct page_pool *pool)
+{
+#ifdef PVNET_HAVE_PAGE_POOL_FRAG
+	page_pool_destroy(pool);
+#endif
+}
+
+/* A fragment of @size bytes at *@offset in the returned page, or NULL. */
+static inline struct page *pvnet_page_pool_alloc_frag(struct page_pool *pool,
+						      unsigned int *offset,
+						      unsigned int size,
+						      gfp_t gfp)
+{
+#ifdef PVNET_HAVE_PAGE_POOL_FRAG
+	return page_pool_alloc_frag(pool, offset, size, gfp);
+#else
+	return NULL;
+#endif
+}
+
+/*
+ * Give back one fragment reference of a pool page.  @napi: called from
+ * the NAPI poll that allocates from @pool (lockless recycling allowed).
+ */
+static inline void pvnet_page_pool_put(struct page_pool *pool,
+				       struct page *page, bool napi)
+{
+#ifdef PVNET_HAVE_PAGE_POOL_FRAG
+	page_pool_put_full_page(pool, page, napi);
+#endif
+}
+
+/* Pages @pool took from the page allocator so far (wraps at 2^32). */
+static inline u32 pvnet_page_pool_fresh_pages(const struct page_pool *pool)
+{
+#ifdef PVNET_HAVE_PAGE_POOL_FRAG
+	return pool->pages_state_hold_cnt;
+#else
+	return 0;
+#endif
+}
+
+static inline void pvnet_skb_mark_for_recycle(struct sk_buff *skb)
+{
+#ifdef PVNET_HAVE_PAGE_POOL_FRAG
+	skb_mark_for_recycle(skb);
+#endif
+}
+
+/*
+ * Guest USO (VIRTIO_NET_F_GUEST_USO4/6, VIRTIO_NET_HDR_GSO_UDP_L4) where
+ * the headers define it and virtio_net_hdr_to_skb() understands it.
+ * Elsewhere the feature-table entries name VIRTIO_NET_F_GUEST_TSO4 a
+ * second time (a duplicate entry changes nothing) and no USO is accepted.
+ */
+#ifdef PVNET_HAVE_VIRTIO_NET_GUEST_USO
+#define PVNET_F_GUEST_USO4	VIRTIO_NET_F_GUEST_USO4
+#define PVNET_F_GUEST_USO6	VIRTIO_NET_F_GUEST_USO6
+#define PVNET_GUEST_USO_MASK	(BIT_ULL(VIRTIO_NET_F_GUEST_USO4) | \
+				 BIT_ULL(VIRTIO_NET_F_GUEST_USO6))
+#else
+#define PVNET_F_GUEST_USO4	VIRTIO_NET_F_GUEST_TSO4
+#define PVNET_F_GUEST_USO6	VIRTIO_NET_F_GUEST_TSO4
+#define PVNET_GUEST_USO_MASK	0ULL
+#endif
+
+static inline bool pvnet_gso_is_udp_l4(u8 gso_type)
+{
+#ifdef PVNET_HAVE_VIRTIO_NET_GUEST_USO
+	return gso_type == VIRTIO_NET_HDR_GSO_UDP_L4;
+#else
+	return false;
+#endif
+}
+
+/*
  * ethtool_ops::set_ringparam changed with get_ringparam (5.17).
  * PVNET_DEFINE_SET_RINGPARAM(impl) defines impl##_op with the right
  * signature; impl(dev, ring, extack) gets a NULL extack before 5.17.
@@ -230,14 +340,6 @@ static inline bool pvnet_has_ring_reset(struct virtio_device *vdev)
 	return false;
 #endif
 }
-
-/* Guest (receive) offloads, VIRTIO_NET_F_GUEST_* bits; USO from 6.2. */
-#ifdef VIRTIO_NET_F_GUEST_USO4
-#define PVNET_GUEST_USO_MASK	(BIT_ULL(VIRTIO_NET_F_GUEST_USO4) |	\
-				 BIT_ULL(VIRTIO_NET_F_GUEST_USO6))
-#else
-#define PVNET_GUEST_USO_MASK	0ULL
-#endif
 
 /* The offloads that make the device merge packets (LRO / rx-gro-hw). */
 #define PVNET_GUEST_GSO_MASK	(BIT_ULL(VIRTIO_NET_F_GUEST_TSO4) |	\

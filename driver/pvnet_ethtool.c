@@ -29,6 +29,12 @@ const struct pvnet_stat_desc pvnet_rxq_stat_descs[PVNET_RXQ_STATS_NUM] = {
 	PVNET_RXQ_STAT(PVNET_RXQ_ERRORS, errors),
 	PVNET_RXQ_STAT(PVNET_RXQ_CSUM_VALID, csum_valid),
 	PVNET_RXQ_STAT(PVNET_RXQ_CSUM_PARTIAL, csum_partial),
+	PVNET_RXQ_STAT(PVNET_RXQ_CSUM_NONE, csum_none),
+	PVNET_RXQ_STAT(PVNET_RXQ_GSO_PACKETS, gso_packets),
+	PVNET_RXQ_STAT(PVNET_RXQ_GSO_BYTES, gso_bytes),
+	PVNET_RXQ_STAT(PVNET_RXQ_MERGED_BUFFERS, merged_buffers),
+	PVNET_RXQ_STAT(PVNET_RXQ_REFILL_FAILURES, refill_failures),
+	PVNET_RXQ_STAT(PVNET_RXQ_RECYCLED, recycled),
 };
 
 const struct pvnet_stat_desc pvnet_txq_stat_descs[PVNET_TXQ_STATS_NUM] = {
@@ -263,6 +269,10 @@ static void pvnet_qstats_rx(const struct pvnet_rxq *rxq,
 	rx->packets = v[PVNET_RXQ_PACKETS];
 	rx->bytes = v[PVNET_RXQ_BYTES];
 	rx->csum_unnecessary = v[PVNET_RXQ_CSUM_VALID];
+	rx->csum_none = v[PVNET_RXQ_CSUM_NONE];
+	rx->alloc_fail = v[PVNET_RXQ_REFILL_FAILURES];
+	rx->hw_gro_packets = v[PVNET_RXQ_GSO_PACKETS];
+	rx->hw_gro_bytes = v[PVNET_RXQ_GSO_BYTES];
 }
 
 static void pvnet_qstats_tx(const struct pvnet_txq *txq,
@@ -310,6 +320,10 @@ static void pvnet_get_base_stats(struct net_device *dev,
 		rx->packets += qrx.packets;
 		rx->bytes += qrx.bytes;
 		rx->csum_unnecessary += qrx.csum_unnecessary;
+		rx->csum_none += qrx.csum_none;
+		rx->alloc_fail += qrx.alloc_fail;
+		rx->hw_gro_packets += qrx.hw_gro_packets;
+		rx->hw_gro_bytes += qrx.hw_gro_bytes;
 
 		pvnet_qstats_tx(&priv->txq[q], &qtx);
 		tx->packets += qtx.packets;

@@ -433,7 +433,10 @@ static int pvnet_close(struct net_device *dev)
 
 static int pvnet_change_mtu(struct net_device *dev, int new_mtu)
 {
-	/* Rx buffers are always sized for max_mtu: nothing to resize. */
+	/*
+	 * Rx buffers always take max_mtu (small and big buffers are sized
+	 * for it, mergeable ones chain): nothing to repost.
+	 */
 	if (new_mtu < dev->min_mtu || new_mtu > dev->max_mtu)
 		return -EINVAL;
 
@@ -543,9 +546,12 @@ static void pvnet_config_disable(struct pvnet_priv *priv)
 	cancel_work_sync(&priv->config_work);
 }
 
+static void pvnet_free_queues(struct pvnet_priv *priv);
+
 static int pvnet_alloc_queues(struct pvnet_priv *priv)
 {
 	unsigned int i;
+	int err;
 
 	priv->rxq = kcalloc(priv->max_queue_pairs, sizeof(*priv->rxq),
 			    GFP_KERNEL);
@@ -576,6 +582,15 @@ static int pvnet_alloc_queues(struct pvnet_priv *priv)
 		pvnet_napi_add_tx(priv->dev, &txq->napi, pvnet_tx_poll);
 	}
 
+	/* Rx buffer allocators; pvnet_rxq_fini() copes with unset ones. */
+	for (i = 0; i < priv->max_queue_pairs; i++) {
+		err = pvnet_rxq_init(&priv->rxq[i]);
+		if (err) {
+			pvnet_free_queues(priv);
+			return err;
+		}
+	}
+
 	return 0;
 }
 
@@ -584,6 +599,7 @@ static void pvnet_free_queues(struct pvnet_priv *priv)
 	unsigned int i;
 
 	for (i = 0; i < priv->max_queue_pairs; i++) {
+		pvnet_rxq_fini(&priv->rxq[i]);
 		netif_napi_del(&priv->rxq[i].napi);
 		netif_napi_del(&priv->txq[i].napi);
 	}
@@ -699,6 +715,8 @@ static int pvnet_validate(struct virtio_device *vdev)
 		__virtio_clear_bit(vdev, VIRTIO_NET_F_CTRL_GUEST_OFFLOADS);
 	}
 
+	pvnet_rx_validate(vdev);
+
 	if (virtio_has_feature(vdev, VIRTIO_NET_F_MTU)) {
 		u16 mtu = virtio_cread16(vdev,
 					 offsetof(struct virtio_net_config, mtu));
@@ -797,8 +815,8 @@ static void pvnet_init_addr_mtu(struct pvnet_priv *priv)
 		dev->mtu = dev->max_mtu;
 	}
 
-	/* Every rx buffer takes the largest frame the device may send. */
-	priv->rx_buf_len = PVNET_HDR_LEN + dev->max_mtu + ETH_HLEN + VLAN_HLEN;
+	/* Rx buffer layout and sizes; may raise max_mtu. */
+	pvnet_rx_setup(priv);
 }
 
 /* Queue pairs the device has: max_virtqueue_pairs with MQ, else one. */
@@ -1013,6 +1031,13 @@ static const unsigned int pvnet_features[] = {
 	VIRTIO_NET_F_CTRL_VQ,
 	VIRTIO_NET_F_MQ,
 	VIRTIO_NET_F_CTRL_GUEST_OFFLOADS,
+	VIRTIO_NET_F_MRG_RXBUF,
+	VIRTIO_NET_F_GUEST_TSO4,
+	VIRTIO_NET_F_GUEST_TSO6,
+	VIRTIO_NET_F_GUEST_ECN,
+	VIRTIO_NET_F_GUEST_UFO,
+	PVNET_F_GUEST_USO4,
+	PVNET_F_GUEST_USO6,
 };
 
 static const struct virtio_device_id pvnet_id_table[] = {

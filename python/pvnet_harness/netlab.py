@@ -126,6 +126,11 @@ class NetLab:
     def run(self, argv: list[str], check: bool = True) -> str:
         return run(self.exec_argv(argv), check=check).stdout
 
+    def set_mtu(self, ifname: str, mtu: int) -> None:
+        """Change the MTU of an interface in the netns (jumbo-frame profiles: the DUT's tap
+        and the bridge)."""
+        self.run(["ip", "link", "set", "dev", ifname, "mtu", str(mtu)])
+
     def sysctl(self, key: str, value: str) -> None:
         run(self.exec_argv(["sysctl", "-q", "-w", f"{key}={value}"]))
 
