@@ -34,6 +34,10 @@ const struct pvnet_stat_desc pvnet_txq_stat_descs[PVNET_TXQ_STATS_NUM] = {
 	PVNET_TXQ_STAT(PVNET_TXQ_KICKS, kicks),
 	PVNET_TXQ_STAT(PVNET_TXQ_STOPS, stops),
 	PVNET_TXQ_STAT(PVNET_TXQ_WAKES, wakes),
+	PVNET_TXQ_STAT(PVNET_TXQ_CSUM_PARTIAL, csum_partial),
+	PVNET_TXQ_STAT(PVNET_TXQ_GSO_PACKETS, gso_packets),
+	PVNET_TXQ_STAT(PVNET_TXQ_GSO_BYTES, gso_bytes),
+	PVNET_TXQ_STAT(PVNET_TXQ_GSO_SEGMENTS, gso_segments),
 };
 
 /* Consistent snapshot of one queue's counters, in descriptor order. */

@@ -190,6 +190,7 @@ static const struct net_device_ops pvnet_netdev_ops = {
 	.ndo_change_mtu		= pvnet_change_mtu,
 	.ndo_validate_addr	= eth_validate_addr,
 	.ndo_tx_timeout		= pvnet_tx_timeout,
+	.ndo_fix_features	= pvnet_tx_fix_features,
 };
 
 /* Link state from the config space; always up without VIRTIO_NET_F_STATUS. */
@@ -406,6 +407,7 @@ static int pvnet_validate(struct virtio_device *vdev)
 		}
 	}
 
+	pvnet_tx_validate(vdev);
 	return 0;
 }
 
@@ -423,6 +425,7 @@ static void pvnet_init_features(struct pvnet_priv *priv)
 		dev->hw_features |= NETIF_F_RXCSUM;
 		dev->features |= NETIF_F_RXCSUM;
 	}
+	pvnet_tx_init_features(priv);
 	dev->vlan_features = dev->features;
 }
 
@@ -614,6 +617,10 @@ static const unsigned int pvnet_features[] = {
 	VIRTIO_NET_F_MTU,
 	VIRTIO_NET_F_CSUM,
 	VIRTIO_NET_F_GUEST_CSUM,
+	VIRTIO_NET_F_HOST_TSO4,
+	VIRTIO_NET_F_HOST_TSO6,
+	VIRTIO_NET_F_HOST_ECN,
+	PVNET_F_HOST_USO,
 };
 
 static const struct virtio_device_id pvnet_id_table[] = {
