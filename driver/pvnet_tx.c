@@ -381,7 +381,12 @@ void pvnet_tx_init_features(struct pvnet_priv *priv)
 	priv->tx_gso_types = 0;
 	if (virtio_has_feature(vdev, VIRTIO_NET_F_HOST_TSO4)) {
 		tso |= NETIF_F_TSO;
-		priv->tx_gso_types |= SKB_GSO_TCPV4;
+		/*
+		 * The core makes TSO_MANGLEID toggleable along with TSO; when
+		 * it is on the stack may hand over FIXEDID skbs, whose IPv4
+		 * id the device is then allowed to increment.
+		 */
+		priv->tx_gso_types |= SKB_GSO_TCPV4 | SKB_GSO_TCP_FIXEDID;
 	}
 	if (virtio_has_feature(vdev, VIRTIO_NET_F_HOST_TSO6)) {
 		tso |= NETIF_F_TSO6;
