@@ -225,7 +225,7 @@ def test_tso_segmentation_on_the_host(bed_mtu: TestBed) -> None:
     bed = bed_mtu
     dev = bed.dut_if()
     mtu = _mtu(bed)
-    size = 2 << 20
+    size = 512 << 10
     bed.g.sh(f"ethtool -K {dev} tx on tso on gso on gro on")
     port4, port6 = 7101, 7102
     spec = {"tcp_send": [
