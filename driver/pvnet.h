@@ -97,6 +97,10 @@ struct pvnet_txq_stats {
 	u64_stats_t kicks;
 	u64_stats_t stops;
 	u64_stats_t wakes;
+	u64_stats_t csum_partial;	/* sent with VIRTIO_NET_HDR_F_NEEDS_CSUM */
+	u64_stats_t gso_packets;	/* GSO skbs handed to the device */
+	u64_stats_t gso_bytes;		/* their bytes (without virtio header) */
+	u64_stats_t gso_segments;	/* segments they stand for */
 };
 
 /* One entry of the per-queue ethtool statistics tables. */
@@ -130,6 +134,10 @@ enum {
 	PVNET_TXQ_KICKS,
 	PVNET_TXQ_STOPS,
 	PVNET_TXQ_WAKES,
+	PVNET_TXQ_CSUM_PARTIAL,
+	PVNET_TXQ_GSO_PACKETS,
+	PVNET_TXQ_GSO_BYTES,
+	PVNET_TXQ_GSO_SEGMENTS,
 	PVNET_TXQ_STATS_NUM
 };
 
@@ -197,6 +205,8 @@ struct pvnet_priv {
 
 	bool napi_tx;
 	bool has_status;
+	/* SKB_GSO_* types the device segments (negotiated HOST_* features). */
+	unsigned int tx_gso_types;
 	/* vqs exist (false after a failed restore). */
 	bool vqs_ready;
 	/* Queues and NAPI are running (between pvnet_up and pvnet_down). */
@@ -287,6 +297,10 @@ netdev_tx_t pvnet_start_xmit(struct sk_buff *skb, struct net_device *dev);
 void pvnet_tx_open(struct pvnet_txq *txq);
 void pvnet_tx_free_unused(struct pvnet_txq *txq);
 bool pvnet_tx_reap(struct pvnet_txq *txq);
+void pvnet_tx_validate(struct virtio_device *vdev);
+void pvnet_tx_init_features(struct pvnet_priv *priv);
+netdev_features_t pvnet_tx_fix_features(struct net_device *dev,
+					netdev_features_t features);
 
 /* pvnet_ctrl.c */
 int pvnet_ctrl_alloc(struct pvnet_priv *priv);

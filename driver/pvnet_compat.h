@@ -352,4 +352,47 @@ static inline bool pvnet_has_ring_reset(struct virtio_device *vdev)
 #define PVNET_GUEST_OFFLOAD_MASK (BIT_ULL(VIRTIO_NET_F_GUEST_CSUM) |	\
 				  PVNET_GUEST_GSO_MASK)
 
+/*
+ * UDP segmentation offload (VIRTIO_NET_F_HOST_USO, gso_type
+ * VIRTIO_NET_HDR_GSO_UDP_L4) is offered only on kernels whose uapi
+ * header names it.  Elsewhere PVNET_F_HOST_USO repeats a feature bit the
+ * table already lists (a repeated entry changes nothing), and the
+ * helpers report USO as absent, so GSO_UDP_L4 is never advertised.
+ */
+#ifdef PVNET_HAVE_VIRTIO_NET_HOST_USO
+#define PVNET_F_HOST_USO	VIRTIO_NET_F_HOST_USO
+
+static inline bool pvnet_has_host_uso(struct virtio_device *vdev)
+{
+	return virtio_has_feature(vdev, VIRTIO_NET_F_HOST_USO);
+}
+
+static inline void pvnet_clear_host_uso(struct virtio_device *vdev)
+{
+	__virtio_clear_bit(vdev, VIRTIO_NET_F_HOST_USO);
+}
+
+/* The virtio gso_type for a UDP_L4 GSO skb. */
+static inline u8 pvnet_hdr_gso_udp_l4(void)
+{
+	return VIRTIO_NET_HDR_GSO_UDP_L4;
+}
+#else
+#define PVNET_F_HOST_USO	VIRTIO_NET_F_HOST_TSO4
+
+static inline bool pvnet_has_host_uso(struct virtio_device *vdev)
+{
+	return false;
+}
+
+static inline void pvnet_clear_host_uso(struct virtio_device *vdev)
+{
+}
+
+static inline u8 pvnet_hdr_gso_udp_l4(void)
+{
+	return VIRTIO_NET_HDR_GSO_NONE;
+}
+#endif
+
 #endif /* _PVNET_COMPAT_H */

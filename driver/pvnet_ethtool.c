@@ -44,6 +44,10 @@ const struct pvnet_stat_desc pvnet_txq_stat_descs[PVNET_TXQ_STATS_NUM] = {
 	PVNET_TXQ_STAT(PVNET_TXQ_KICKS, kicks),
 	PVNET_TXQ_STAT(PVNET_TXQ_STOPS, stops),
 	PVNET_TXQ_STAT(PVNET_TXQ_WAKES, wakes),
+	PVNET_TXQ_STAT(PVNET_TXQ_CSUM_PARTIAL, csum_partial),
+	PVNET_TXQ_STAT(PVNET_TXQ_GSO_PACKETS, gso_packets),
+	PVNET_TXQ_STAT(PVNET_TXQ_GSO_BYTES, gso_bytes),
+	PVNET_TXQ_STAT(PVNET_TXQ_GSO_SEGMENTS, gso_segments),
 };
 
 /* Consistent snapshot of one queue's counters, in descriptor order. */
@@ -285,6 +289,10 @@ static void pvnet_qstats_tx(const struct pvnet_txq *txq,
 	tx->bytes = v[PVNET_TXQ_BYTES];
 	tx->stop = v[PVNET_TXQ_STOPS];
 	tx->wake = v[PVNET_TXQ_WAKES];
+	tx->needs_csum = v[PVNET_TXQ_CSUM_PARTIAL];
+	tx->hw_gso_packets = v[PVNET_TXQ_GSO_PACKETS];
+	tx->hw_gso_bytes = v[PVNET_TXQ_GSO_BYTES];
+	tx->hw_gso_wire_packets = v[PVNET_TXQ_GSO_SEGMENTS];
 }
 
 static void pvnet_get_queue_stats_rx(struct net_device *dev, int idx,
@@ -330,6 +338,10 @@ static void pvnet_get_base_stats(struct net_device *dev,
 		tx->bytes += qtx.bytes;
 		tx->stop += qtx.stop;
 		tx->wake += qtx.wake;
+		tx->needs_csum += qtx.needs_csum;
+		tx->hw_gso_packets += qtx.hw_gso_packets;
+		tx->hw_gso_bytes += qtx.hw_gso_bytes;
+		tx->hw_gso_wire_packets += qtx.hw_gso_wire_packets;
 	}
 }
 

@@ -386,7 +386,7 @@ static netdev_features_t pvnet_fix_features(struct net_device *dev,
 	/* Merged packets are checksummed by the device: no LRO without it. */
 	if (!(features & NETIF_F_RXCSUM))
 		features &= ~(NETIF_F_LRO | NETIF_F_GRO_HW);
-	return features;
+	return pvnet_tx_fix_features(dev, features);
 }
 
 /* ethtool -K rx / lro / rx-gro-hw through VIRTIO_NET_CTRL_GUEST_OFFLOADS. */
@@ -729,6 +729,7 @@ static int pvnet_validate(struct virtio_device *vdev)
 		}
 	}
 
+	pvnet_tx_validate(vdev);
 	return 0;
 }
 
@@ -781,6 +782,7 @@ static void pvnet_init_features(struct pvnet_priv *priv)
 		dev->features |= NETIF_F_RXCSUM;
 	}
 	pvnet_init_rx_offload_features(priv);
+	pvnet_tx_init_features(priv);
 	dev->vlan_features = dev->features;
 }
 
@@ -1038,6 +1040,10 @@ static const unsigned int pvnet_features[] = {
 	VIRTIO_NET_F_GUEST_UFO,
 	PVNET_F_GUEST_USO4,
 	PVNET_F_GUEST_USO6,
+	VIRTIO_NET_F_HOST_TSO4,
+	VIRTIO_NET_F_HOST_TSO6,
+	VIRTIO_NET_F_HOST_ECN,
+	PVNET_F_HOST_USO,
 };
 
 static const struct virtio_device_id pvnet_id_table[] = {

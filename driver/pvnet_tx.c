@@ -19,6 +19,8 @@
 #include <linux/netdevice.h>
 #include <linux/scatterlist.h>
 #include <linux/skbuff.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_net.h>
@@ -119,41 +121,101 @@ static void pvnet_tx_maybe_stop(struct pvnet_txq *txq,
 	}
 }
 
-static int pvnet_tx_add(struct pvnet_txq *txq, struct sk_buff *skb)
-{
-	struct virtio_device *vdev = txq->priv->vdev;
-	struct virtio_net_hdr_v1 *hdr;
-	u16 csum_start = 0, csum_offset = 0;
+/* What one queued skb stands for, for the statistics. */
+struct pvnet_tx_info {
 	bool partial;
+	bool gso;
+	unsigned int segs;
+};
+
+/*
+ * Fill the GSO part of the header (VIRTIO 1.2, 5.1.6.2): gso_type,
+ * gso_size and hdr_len, the length of the headers up to and including
+ * the transport header.  Returns the number of segments the skb stands
+ * for, or 0 if the device cannot segment it.
+ */
+static unsigned int pvnet_tx_gso(const struct pvnet_priv *priv,
+				 const struct sk_buff *skb,
+				 struct virtio_net_hdr_v1 *hdr)
+{
+	const struct skb_shared_info *shinfo = skb_shinfo(skb);
+	unsigned int type = shinfo->gso_type & ~SKB_GSO_DODGY;
+	struct virtio_device *vdev = priv->vdev;
+	unsigned int hdr_len;
+	u8 gso_type;
+
+	/* GSO implies CHECKSUM_PARTIAL: the device must complete it. */
+	if (type & ~priv->tx_gso_types || !shinfo->gso_size ||
+	    skb->ip_summed != CHECKSUM_PARTIAL)
+		return 0;
+
+	if (type & SKB_GSO_TCPV4) {
+		gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+	} else if (type & SKB_GSO_TCPV6) {
+		gso_type = VIRTIO_NET_HDR_GSO_TCPV6;
+	} else if (type & SKB_GSO_UDP_L4) {
+		gso_type = pvnet_hdr_gso_udp_l4();
+		if (gso_type == VIRTIO_NET_HDR_GSO_NONE)
+			return 0;
+	} else {
+		return 0;
+	}
+
+	if (type & SKB_GSO_UDP_L4) {
+		hdr_len = skb_transport_offset(skb) + sizeof(struct udphdr);
+	} else {
+		hdr_len = skb_transport_offset(skb) + tcp_hdrlen(skb);
+		/* CWR in the first segment only (VIRTIO 1.2, 5.1.6.2). */
+		if (type & SKB_GSO_TCP_ECN)
+			gso_type |= VIRTIO_NET_HDR_GSO_ECN;
+	}
+	if (unlikely(hdr_len >= skb->len))
+		return 0;
+
+	hdr->gso_type = gso_type;
+	hdr->gso_size = cpu_to_virtio16(vdev, shinfo->gso_size);
+	hdr->hdr_len = cpu_to_virtio16(vdev, hdr_len);
+
+	/* Untrusted (DODGY) skbs may come without a segment count. */
+	return shinfo->gso_segs ?:
+	       DIV_ROUND_UP(skb->len - hdr_len, shinfo->gso_size);
+}
+
+static int pvnet_tx_add(struct pvnet_txq *txq, struct sk_buff *skb,
+			struct pvnet_tx_info *info)
+{
+	struct pvnet_priv *priv = txq->priv;
+	struct virtio_device *vdev = priv->vdev;
+	struct virtio_net_hdr_v1 hdr = {};
 	int nsg, err;
 
-	/* No TSO/GSO feature is advertised, so this is never expected. */
-	if (unlikely(skb_is_gso(skb))) {
-		net_warn_ratelimited("%s: dropping unexpected GSO skb\n",
-				     txq->priv->dev->name);
-		return -EPROTONOSUPPORT;
+	info->partial = skb->ip_summed == CHECKSUM_PARTIAL;
+	info->gso = skb_is_gso(skb);
+	info->segs = 1;
+
+	if (info->partial) {
+		/* Relative to the Ethernet header, i.e. before the push. */
+		hdr.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+		hdr.csum_start = cpu_to_virtio16(vdev,
+						 skb_checksum_start_offset(skb));
+		hdr.csum_offset = cpu_to_virtio16(vdev, skb->csum_offset);
 	}
+	hdr.gso_type = VIRTIO_NET_HDR_GSO_NONE;
+	if (info->gso) {
+		info->segs = pvnet_tx_gso(priv, skb, &hdr);
+		if (unlikely(!info->segs)) {
+			net_warn_ratelimited("%s: dropping GSO skb of type %#x the device cannot segment\n",
+					     priv->dev->name,
+					     skb_shinfo(skb)->gso_type);
+			return -EPROTONOSUPPORT;
+		}
+	}
+	/* num_buffers stays zero on transmit (VIRTIO 1.2, 5.1.6.2). */
 
 	err = skb_cow_head(skb, PVNET_HDR_LEN);
 	if (unlikely(err))
 		return err;
-
-	partial = skb->ip_summed == CHECKSUM_PARTIAL;
-	if (partial) {
-		/* Relative to the Ethernet header, i.e. before the push. */
-		csum_start = skb_checksum_start_offset(skb);
-		csum_offset = skb->csum_offset;
-	}
-
-	hdr = skb_push(skb, PVNET_HDR_LEN);
-	memset(hdr, 0, PVNET_HDR_LEN);
-	if (partial) {
-		hdr->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-		hdr->csum_start = cpu_to_virtio16(vdev, csum_start);
-		hdr->csum_offset = cpu_to_virtio16(vdev, csum_offset);
-	}
-	hdr->gso_type = VIRTIO_NET_HDR_GSO_NONE;
-	/* num_buffers stays zero on transmit (VIRTIO 1.2, 5.1.6.2). */
+	memcpy(skb_push(skb, PVNET_HDR_LEN), &hdr, PVNET_HDR_LEN);
 
 	sg_init_table(txq->sg, ARRAY_SIZE(txq->sg));
 	nsg = skb_to_sgvec(skb, txq->sg, 0, skb->len);
@@ -166,7 +228,7 @@ static int pvnet_tx_add(struct pvnet_txq *txq, struct sk_buff *skb)
 	 * Without tx NAPI the skb may sit in the ring until the next xmit:
 	 * do not let it hold socket memory (TCP small queues) or conntrack.
 	 */
-	if (!txq->priv->napi_tx) {
+	if (!priv->napi_tx) {
 		skb_orphan(skb);
 		nf_reset_ct(skb);
 	}
@@ -192,6 +254,7 @@ netdev_tx_t pvnet_start_xmit(struct sk_buff *skb, struct net_device *dev)
 	struct netdev_queue *ntxq = netdev_get_tx_queue(dev, qidx);
 	bool more = netdev_xmit_more();
 	unsigned int len = skb->len;
+	struct pvnet_tx_info info;
 	int err;
 
 	/* Reclaim first; without tx NAPI this is the only place it happens. */
@@ -202,7 +265,7 @@ netdev_tx_t pvnet_start_xmit(struct sk_buff *skb, struct net_device *dev)
 		pvnet_tx_count_wake(txq);
 	}
 
-	err = pvnet_tx_add(txq, skb);
+	err = pvnet_tx_add(txq, skb, &info);
 	if (unlikely(err)) {
 		net_dbg_ratelimited("%s: tx drop on queue %u: %d\n",
 				    dev->name, qidx, err);
@@ -214,9 +277,20 @@ netdev_tx_t pvnet_start_xmit(struct sk_buff *skb, struct net_device *dev)
 		u64_stats_update_begin(&txq->stats.syncp);
 		u64_stats_inc(&txq->stats.packets);
 		u64_stats_add(&txq->stats.bytes, len);
+		if (info.partial)
+			u64_stats_inc(&txq->stats.csum_partial);
+		if (info.gso) {
+			u64_stats_inc(&txq->stats.gso_packets);
+			u64_stats_add(&txq->stats.gso_bytes, len);
+			u64_stats_add(&txq->stats.gso_segments, info.segs);
+		}
 		u64_stats_update_end(&txq->stats.syncp);
 
-		/* The skb cannot complete before we drop the tx lock. */
+		/*
+		 * The skb cannot complete before we drop the tx lock.  BQL
+		 * counts what completion reports: skb->len, header included,
+		 * one GSO skb as one entry however many segments it makes.
+		 */
 		if (priv->napi_tx)
 			netdev_tx_sent_queue(ntxq, skb->len);
 
@@ -291,4 +365,71 @@ void pvnet_tx_free_unused(struct pvnet_txq *txq)
 		dev_kfree_skb(skb);
 
 	netdev_tx_reset_queue(pvnet_ntxq(txq));
+}
+
+/*
+ * Segmentation offloads need checksum offload (VIRTIO 1.2, 5.1.3.1):
+ * without VIRTIO_NET_F_CSUM the device must not see them negotiated, and
+ * HOST_ECN needs HOST_TSO4 or HOST_TSO6.  Called from .validate.
+ */
+void pvnet_tx_validate(struct virtio_device *vdev)
+{
+	if (!virtio_has_feature(vdev, VIRTIO_NET_F_CSUM)) {
+		__virtio_clear_bit(vdev, VIRTIO_NET_F_HOST_TSO4);
+		__virtio_clear_bit(vdev, VIRTIO_NET_F_HOST_TSO6);
+		pvnet_clear_host_uso(vdev);
+	}
+	if (!virtio_has_feature(vdev, VIRTIO_NET_F_HOST_TSO4) &&
+	    !virtio_has_feature(vdev, VIRTIO_NET_F_HOST_TSO6))
+		__virtio_clear_bit(vdev, VIRTIO_NET_F_HOST_ECN);
+}
+
+/*
+ * Transmit netdev features from the negotiated virtio features.  Called
+ * after the checksum features were set in dev->hw_features.  Software
+ * GSO (NETIF_F_GSO) is added by the core for everything else.
+ */
+void pvnet_tx_init_features(struct pvnet_priv *priv)
+{
+	struct virtio_device *vdev = priv->vdev;
+	struct net_device *dev = priv->dev;
+	netdev_features_t tso = 0;
+
+	priv->tx_gso_types = 0;
+	if (virtio_has_feature(vdev, VIRTIO_NET_F_HOST_TSO4)) {
+		tso |= NETIF_F_TSO;
+		/*
+		 * The core makes TSO_MANGLEID toggleable along with TSO; when
+		 * it is on the stack may hand over FIXEDID skbs, whose IPv4
+		 * id the device is then allowed to increment.
+		 */
+		priv->tx_gso_types |= SKB_GSO_TCPV4 | SKB_GSO_TCP_FIXEDID;
+	}
+	if (virtio_has_feature(vdev, VIRTIO_NET_F_HOST_TSO6)) {
+		tso |= NETIF_F_TSO6;
+		priv->tx_gso_types |= SKB_GSO_TCPV6;
+	}
+	if (virtio_has_feature(vdev, VIRTIO_NET_F_HOST_ECN)) {
+		tso |= NETIF_F_TSO_ECN;
+		priv->tx_gso_types |= SKB_GSO_TCP_ECN;
+	}
+	if (pvnet_has_host_uso(vdev)) {
+		tso |= NETIF_F_GSO_UDP_L4;
+		priv->tx_gso_types |= SKB_GSO_UDP_L4;
+	}
+
+	dev->hw_features |= tso;
+	dev->features |= tso;
+}
+
+/*
+ * The core drops TSO when tx checksumming goes off, but not
+ * GSO_UDP_L4: USO needs checksum offload just the same.
+ */
+netdev_features_t pvnet_tx_fix_features(struct net_device *dev,
+					netdev_features_t features)
+{
+	if (!(features & NETIF_F_HW_CSUM))
+		features &= ~NETIF_F_GSO_UDP_L4;
+	return features;
 }

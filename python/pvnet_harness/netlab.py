@@ -66,6 +66,8 @@ class NetLab:
     """Harness-owned netns with br0 and one multiqueue tap per guest NIC."""
 
     taps: dict[str, int]
+    # MTU of the taps and the bridge (jumbo frames); None keeps the kernel default (1500)
+    mtu: int | None = None
     name: str = field(default_factory=lambda: f"pvnet-{os.getpid()}-{secrets.token_hex(3)}")
     bridge: str = "br0"
     created: bool = False
@@ -105,7 +107,11 @@ class NetLab:
                     ifr={"multi_queue": queues > 1, "vnet_hdr": True, "no_pi": True},
                 )
                 idx = ns.link_lookup(ifname=tap)[0]
+                if self.mtu:
+                    ns.link("set", index=idx, mtu=self.mtu)
                 ns.link("set", index=idx, master=br, txqlen=20000, state="up")
+            if self.mtu:
+                ns.link("set", index=br, mtu=self.mtu)
             ns.addr("add", index=br, address=HOST_V4, prefixlen=V4_PREFIX)
             ns.addr("add", index=br, address=HOST_V6, prefixlen=V6_PREFIX, flags=0x02)
             ns.link("set", index=br, state="up")
@@ -125,11 +131,6 @@ class NetLab:
 
     def run(self, argv: list[str], check: bool = True) -> str:
         return run(self.exec_argv(argv), check=check).stdout
-
-    def set_mtu(self, ifname: str, mtu: int) -> None:
-        """Change the MTU of an interface in the netns (jumbo-frame profiles: the DUT's tap
-        and the bridge)."""
-        self.run(["ip", "link", "set", "dev", ifname, "mtu", str(mtu)])
 
     def sysctl(self, key: str, value: str) -> None:
         run(self.exec_argv(["sysctl", "-q", "-w", f"{key}={value}"]))

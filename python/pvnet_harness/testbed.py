@@ -32,6 +32,23 @@ def parse_ethtool_stats(text: str) -> dict[str, int]:
     return stats
 
 
+@dataclass(frozen=True)
+class Feature:
+    on: bool
+    fixed: bool
+
+
+def parse_ethtool_features(text: str) -> dict[str, Feature]:
+    """`ethtool -k` output -> {feature: Feature(on, fixed)} ("on [requested off]" is on)."""
+    feats: dict[str, Feature] = {}
+    for line in text.splitlines():
+        name, sep, rest = line.strip().partition(": ")
+        words = rest.split()
+        if sep and words and words[0] in ("on", "off"):
+            feats[name] = Feature(words[0] == "on", "[fixed]" in rest)
+    return feats
+
+
 def parse_kv_lines(text: str, sep: str = ":") -> dict[str, str]:
     out: dict[str, str] = {}
     for line in text.splitlines():
@@ -50,6 +67,8 @@ class TestBed:
     profile: Profile = field(default_factory=load_profile)
     accel: str = field(default_factory=choose_accel)
     pvnet_params: str = ""
+    # host bridge/taps and peer MTU (jumbo beds); the DUT takes its MTU from host_mtu
+    mtu: int | None = None
     keep: bool = False
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pvnet-bed-")))
     lab: NetLab | None = None
@@ -67,7 +86,7 @@ class TestBed:
     def start(self) -> None:
         initrd = build_initramfs(self.tree, self.pvnet_ko, self.workdir / "initrd.gz",
                                  self.profile.guest_nics(), self.pvnet_params)
-        self.lab = NetLab({n.tap: n.queues for n in self.profile.nics})
+        self.lab = NetLab({n.tap: n.queues for n in self.profile.nics}, mtu=self.mtu)
         self.lab.create()
         try:
             self.guest = Guest(self.tree, initrd, self.lab, self.profile, self.workdir / "guest",
@@ -151,7 +170,9 @@ class TestBed:
         return dev
 
     def setup_peer(self) -> None:
-        self.g.sh(f"ip -n peer link set peer0 up && ip -n peer addr replace {PEER_V4}/24 dev peer0"
+        mtu = f" mtu {self.mtu}" if self.mtu else ""
+        self.g.sh(f"ip -n peer link set peer0 up{mtu} && "
+                  f"ip -n peer addr replace {PEER_V4}/24 dev peer0"
                   f" && ip -n peer -6 addr replace {PEER_V6}/64 dev peer0 nodad")
 
     def wait_carrier(self, up: bool, timeout: float = 20) -> None:

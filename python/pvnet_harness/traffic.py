@@ -25,8 +25,17 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_VNET_HDR = 15
 PACKET_OUTGOING = 4
+SO_RCVBUFFORCE = 33
 VNET_HDR_LEN = 10  # struct virtio_net_hdr as AF_PACKET hands it out
 VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
+# virtio_net_hdr gso_type values (VIRTIO 1.2, 5.1.6)
+GSO_NONE = 0
+GSO_TCPV4 = 1
+GSO_UDP = 3
+GSO_TCPV6 = 4
+GSO_UDP_L4 = 5
+GSO_ECN = 0x80
+TCP_FIN, TCP_PSH, TCP_CWR = 0x01, 0x08, 0x80
 
 
 def make_payload(path: Path, size: int, seed: bytes = b"pvnet") -> str:
@@ -177,13 +186,16 @@ def l2_exchange(
 # ---------------------------------------------------------------- checksums
 
 
-def ones_sum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+def _fold(total: int) -> int:
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return total
+
+
+def ones_sum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    return _fold(sum(struct.unpack(f"!{len(data) // 2}H", data)))
 
 
 def complete_partial_csum(frame: bytes, csum_start: int, csum_offset: int) -> bytes:
@@ -238,18 +250,185 @@ def checksum_problems(frame: bytes) -> list[str]:
     return problems
 
 
+def ipv4_header_csum(header: bytes) -> int:
+    """The checksum an IPv4 header (with its checksum field zeroed) must carry."""
+    return (~ones_sum(header[:10] + b"\0\0" + header[12:])) & 0xFFFF
+
+
+def l3_offset(frame: bytes) -> int:
+    """Offset of the network header of an Ethernet frame (after any VLAN tags)."""
+    l3 = 14
+    while struct.unpack("!H", frame[l3 - 2 : l3])[0] in (0x8100, 0x88A8):
+        l3 += 4
+    return l3
+
+
+@dataclass(frozen=True)
+class GsoLayout:
+    """Where the headers of a GSO frame are: network header, transport header, payload."""
+
+    l3: int
+    l4: int
+    payload: int
+    ipv4: bool
+    tcp: bool
+
+
+def gso_layout(frame: bytes, gso_type: int, csum_start: int) -> GsoLayout:
+    """Header offsets of a GSO frame; the transport header starts at csum_start (NEEDS_CSUM)."""
+    base = gso_type & ~GSO_ECN
+    if base not in (GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4):
+        raise ValueError(f"gso_type {gso_type:#x}: not a TCP/USO type this helper segments")
+    l3 = l3_offset(frame)
+    version = frame[l3] >> 4
+    if version != (6 if base == GSO_TCPV6 else 4 if base == GSO_TCPV4 else version):
+        raise ValueError(f"gso_type {gso_type:#x} on an IPv{version} packet")
+    tcp = base != GSO_UDP_L4
+    l4 = csum_start
+    thl = (frame[l4 + 12] >> 4) * 4 if tcp else 8
+    if l4 <= l3 or l4 + thl > len(frame):
+        raise ValueError(f"csum_start {csum_start} does not point at a transport header")
+    return GsoLayout(l3, l4, l4 + thl, version == 4, tcp)
+
+
+def segment_gso(frame: bytes, gso_type: int, gso_size: int, csum_start: int,
+                csum_offset: int) -> list[bytes]:
+    """Segment a GSO frame the way a virtio device must (VIRTIO 1.2, 5.1.6.2) and return the
+    wire frames: headers replicated, payload cut into gso_size pieces, IPv4 id incremented
+    and header checksum recomputed, IP lengths fixed, TCP seq advanced, FIN/PSH kept on the
+    last segment only and CWR on the first only (UDP: the UDP length fixed).
+
+    The L4 checksum is completed from the partial sum the driver left (the pseudo-header
+    over the whole frame's L4 length, as Linux writes it): the length is swapped for the
+    segment's, then the sum is finished as for any NEEDS_CSUM frame. A wrong seed from the
+    driver therefore gives segments with bad checksums.
+    """
+    if gso_size <= 0:
+        raise ValueError("gso_size must be positive")
+    lay = gso_layout(frame, gso_type, csum_start)
+    hdr, payload = frame[: lay.payload], frame[lay.payload :]
+    pos = csum_start + csum_offset
+    seed = struct.unpack("!H", frame[pos : pos + 2])[0]
+    old_l4len = len(frame) - lay.l4
+    chunks = [payload[i : i + gso_size] for i in range(0, len(payload), gso_size)] or [b""]
+    out: list[bytes] = []
+    for i, chunk in enumerate(chunks):
+        seg = bytearray(hdr + chunk)
+        l4len = len(seg) - lay.l4
+        if lay.ipv4:
+            ihl = (seg[lay.l3] & 0xF) * 4
+            ip_id = (struct.unpack("!H", seg[lay.l3 + 4 : lay.l3 + 6])[0] + i) & 0xFFFF
+            struct.pack_into("!HH", seg, lay.l3 + 2, len(seg) - lay.l3, ip_id)
+            struct.pack_into("!H", seg, lay.l3 + 10, 0)
+            struct.pack_into("!H", seg, lay.l3 + 10, ipv4_header_csum(bytes(seg[lay.l3 : lay.l3 + ihl])))
+        else:
+            struct.pack_into("!H", seg, lay.l3 + 4, len(seg) - lay.l3 - 40)
+        if lay.tcp:
+            seq = (struct.unpack("!I", seg[lay.l4 + 4 : lay.l4 + 8])[0] + i * gso_size) & 0xFFFFFFFF
+            struct.pack_into("!I", seg, lay.l4 + 4, seq)
+            if i != len(chunks) - 1:
+                seg[lay.l4 + 13] &= ~(TCP_FIN | TCP_PSH) & 0xFF
+            if i != 0:
+                seg[lay.l4 + 13] &= ~TCP_CWR & 0xFF
+        else:
+            struct.pack_into("!H", seg, lay.l4 + 4, l4len)
+        # seed - old length + new length, in ones' complement arithmetic
+        new_seed = _fold(seed + (~old_l4len & 0xFFFF) + l4len)
+        struct.pack_into("!H", seg, pos, new_seed)
+        out.append(complete_partial_csum(bytes(seg), csum_start, csum_offset))
+    return out
+
+
+def pseudo_header_seed(frame: bytes, csum_start: int, l4len: int | None = None) -> int:
+    """The partial checksum Linux leaves in an L4 header for NEEDS_CSUM: the folded (not
+    complemented) pseudo-header sum over the addresses, protocol and L4 length."""
+    l3 = l3_offset(frame)
+    length = len(frame) - csum_start if l4len is None else l4len
+    if frame[l3] >> 4 == 4:
+        addrs, proto = frame[l3 + 12 : l3 + 20], frame[l3 + 9]
+    else:
+        addrs, proto = frame[l3 + 8 : l3 + 40], frame[l3 + 6]
+    return ones_sum(addrs + struct.pack("!HH", proto, length))
+
+
+def reassemble_tcp(frames: list[bytes], src: str, dst: str, dport: int) -> bytes:
+    """The byte stream one TCP connection (src -> dst:dport) carried in these wire frames,
+    from the byte after the SYN; retransmitted data must match what was sent before."""
+    from scapy.layers.inet import TCP
+    from scapy.layers.inet6 import IPv6
+
+    isn: int | None = None
+    data: dict[int, bytes] = {}
+    for raw in frames:
+        pkt = Ether(raw)
+        ip = pkt[IP] if IP in pkt else pkt[IPv6] if IPv6 in pkt else None
+        if ip is None or TCP not in pkt or ip.src != src or ip.dst != dst:
+            continue
+        tcp = pkt[TCP]
+        if tcp.dport != dport:
+            continue
+        if tcp.flags.S:
+            isn = tcp.seq
+            continue
+        l4len = ip.len - ip.ihl * 4 if IP in pkt else ip.plen
+        body = bytes(tcp.payload)[: l4len - tcp.dataofs * 4]  # without Ethernet padding
+        if body:
+            prev = data.setdefault(tcp.seq, body)
+            if not (prev.startswith(body) or body.startswith(prev)):
+                raise ValueError(f"retransmission at seq {tcp.seq} differs from the original")
+            if len(body) > len(prev):
+                data[tcp.seq] = body
+    if isn is None:
+        raise ValueError(f"no SYN from {src} to {dst}:{dport} captured")
+    out = bytearray()
+    nxt = (isn + 1) & 0xFFFFFFFF
+    for _ in range(len(data) + 1):
+        chunk = data.get(nxt)
+        if chunk is None:
+            # a retransmission may start inside an earlier segment: find one covering nxt
+            for seq, body in data.items():
+                off = (nxt - seq) & 0xFFFFFFFF
+                if 0 < off < len(body):
+                    chunk = body[off:]
+                    break
+        if chunk is None:
+            break
+        out += chunk
+        nxt = (nxt + len(chunk)) & 0xFFFFFFFF
+    return bytes(out)
+
+
 @dataclass
 class CapturedFrame:
     frame: bytes
     partial: bool
     csum_start: int
     csum_offset: int
+    gso_type: int = GSO_NONE
+    gso_size: int = 0
+    hdr_len: int = 0
+
+    @property
+    def gso(self) -> bool:
+        return self.gso_type != GSO_NONE
 
     def wire(self) -> bytes:
-        """The frame as it goes on the wire once the device completes a partial checksum."""
+        """The frame as it goes on the wire once the device completes a partial checksum
+        (a GSO frame: see segments())."""
+        if self.gso:
+            raise ValueError("a GSO frame becomes several wire frames: use segments()")
         if not self.partial:
             return self.frame
         return complete_partial_csum(self.frame, self.csum_start, self.csum_offset)
+
+    def segments(self) -> list[bytes]:
+        """The wire frames this captured frame stands for (one unless it is GSO)."""
+        if not self.gso:
+            return [self.wire()]
+        if not self.partial:
+            raise ValueError("GSO frame without NEEDS_CSUM (the spec requires it)")
+        return segment_gso(self.frame, self.gso_type, self.gso_size, self.csum_start,
+                           self.csum_offset)
 
 
 @dataclass
@@ -270,6 +449,8 @@ class VnetSniffer:
     def __enter__(self) -> VnetSniffer:
         s = _packet_socket(self.lab, self.iface)
         s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        # 64 KiB GSO frames: a default-sized buffer overflows while the reader lags
+        s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
         s.settimeout(0.2)
         self._sock = s
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -287,10 +468,10 @@ class VnetSniffer:
                 return
             if addr[2] == PACKET_OUTGOING:
                 continue  # frames towards the guest
-            flags, _gso, _hlen, _gsz, cstart, coff = struct.unpack("<BBHHHH", data[:VNET_HDR_LEN])
+            flags, gso, hlen, gsz, cstart, coff = struct.unpack("<BBHHHH", data[:VNET_HDR_LEN])
             self.frames.append(
                 CapturedFrame(data[VNET_HDR_LEN:], bool(flags & VIRTIO_NET_HDR_F_NEEDS_CSUM),
-                              cstart, coff)
+                              cstart, coff, gso, gsz, hlen)
             )
 
     def __exit__(self, *exc: object) -> None:

@@ -48,11 +48,13 @@ def make_bed(
     kernel_tree: KernelTree, pvnet_build: BuildResult, accel: str, pytestconfig: pytest.Config
 ) -> Callable[..., TestBed]:
     """Test beds (not started: use them with `with`) for module-scoped fixtures; the standard
-    profile unless given one (`load_profile().variant(queues=4, host_mtu=9000)`)."""
+    profile unless given one (`load_profile().variant(queues=4, host_mtu=9000)`); `mtu` sets
+    the host bridge, taps and peer MTU (jumbo beds)."""
 
-    def make(pvnet_params: str = "", profile: Profile | None = None) -> TestBed:
+    def make(pvnet_params: str = "", profile: Profile | None = None,
+             mtu: int | None = None) -> TestBed:
         return TestBed(kernel_tree, pvnet_build.module, profile=profile or load_profile(),
-                       accel=accel, pvnet_params=pvnet_params,
+                       accel=accel, pvnet_params=pvnet_params, mtu=mtu,
                        keep=pytestconfig.getoption("--keep"))
 
     return make

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pvnet_harness.demo import iperf_mbps, ping_summary
-from pvnet_harness.testbed import parse_ethtool_stats, parse_kv_lines
+from pvnet_harness.testbed import Feature, parse_ethtool_features, parse_ethtool_stats, parse_kv_lines
 
 ETHTOOL_S = """NIC statistics:
      rx_queue_0_packets: 1234
@@ -32,3 +32,23 @@ def test_ping_summary() -> None:
 
 def test_iperf_mbps() -> None:
     assert iperf_mbps({"end": {"sum_received": {"bits_per_second": 5e8}}}) == 500.0
+
+
+ETHTOOL_K = """Features for eth0:
+rx-checksumming: on
+tx-checksumming: off
+\ttx-checksum-ip-generic: off
+tcp-segmentation-offload: off
+\ttx-tcp-segmentation: off [requested on]
+\ttx-tcp-ecn-segmentation: off [fixed]
+large-receive-offload: off [fixed]
+"""
+
+
+def test_parse_ethtool_features() -> None:
+    f = parse_ethtool_features(ETHTOOL_K)
+    assert f["tx-checksum-ip-generic"] == Feature(False, False)
+    assert f["tx-tcp-segmentation"] == Feature(False, False)
+    assert f["tx-tcp-ecn-segmentation"] == Feature(False, True)
+    assert f["rx-checksumming"] == Feature(True, False)
+    assert "Features for eth0" not in f

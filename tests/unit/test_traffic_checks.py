@@ -10,7 +10,7 @@ from pvnet_harness.traffic import (
     checksum_problems,
     complete_partial_csum,
     make_payload,
-    ones_sum,
+    pseudo_header_seed,
     udp_flood_frames,
 )
 from scapy.layers.inet import IP, TCP, UDP
@@ -24,17 +24,7 @@ def _partial(pkt: Ether, l4: type) -> tuple[bytes, int, int]:
     raw = bytearray(bytes(pkt))
     start = len(pkt) - len(pkt[l4])
     off = 16 if l4 is TCP else 6
-    if IP in pkt:
-        ip = pkt[IP]
-        pseudo = bytes(map(int, ip.src.split("."))) + bytes(map(int, ip.dst.split(".")))
-        pseudo += struct.pack("!BBH", 0, ip.proto, len(pkt[l4]))
-    else:
-        import socket
-
-        ip6 = pkt[IPv6]
-        pseudo = socket.inet_pton(socket.AF_INET6, ip6.src) + socket.inet_pton(
-            socket.AF_INET6, ip6.dst) + struct.pack("!IxxxB", len(pkt[l4]), ip6.nh)
-    raw[start + off : start + off + 2] = struct.pack("!H", ones_sum(pseudo))
+    raw[start + off : start + off + 2] = struct.pack("!H", pseudo_header_seed(bytes(raw), start))
     return bytes(raw), start, off
 
 
