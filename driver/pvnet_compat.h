@@ -395,4 +395,13 @@ static inline u8 pvnet_hdr_gso_udp_l4(void)
 }
 #endif
 
+/*
+ * The netdev netlink queue statistics (struct netdev_stat_ops, 6.10 on).
+ * pvnet_ethtool.c implements them when PVNET_CAN_QSTATS is set.
+ */
+#ifdef PVNET_HAVE_NETDEV_STAT_OPS
+#include <net/netdev_queues.h>
+#define PVNET_CAN_QSTATS	1
+#endif
+
 #endif /* _PVNET_COMPAT_H */

@@ -12,10 +12,6 @@
 #include "pvnet.h"
 #include "pvnet_compat.h"
 
-#ifdef PVNET_HAVE_NETDEV_STAT_OPS
-#include <net/netdev_queues.h>
-#endif
-
 #define PVNET_RXQ_STAT(idx, field) \
 	[idx] = { #field, offsetof(struct pvnet_rxq_stats, field) }
 #define PVNET_TXQ_STAT(idx, field) \
@@ -259,7 +255,7 @@ static const struct ethtool_ops pvnet_ethtool_ops = {
 	.get_link_ksettings	= pvnet_get_link_ksettings,
 };
 
-#ifdef PVNET_HAVE_NETDEV_STAT_OPS
+#ifdef PVNET_CAN_QSTATS
 /*
  * The netdev netlink queue statistics (qstats-get).  Only the fields
  * pvnet counts are set; the core leaves the others out.
@@ -355,7 +351,7 @@ static const struct netdev_stat_ops pvnet_stat_ops = {
 void pvnet_set_ethtool_ops(struct net_device *dev)
 {
 	dev->ethtool_ops = &pvnet_ethtool_ops;
-#ifdef PVNET_HAVE_NETDEV_STAT_OPS
+#ifdef PVNET_CAN_QSTATS
 	dev->stat_ops = &pvnet_stat_ops;
 #endif
 }

@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Per-queue statistics over netlink: struct netdev_stat_ops (6.10 on). */
+/*
+ * Per-queue statistics over netdev netlink (qstats-get): struct
+ * netdev_stat_ops and net_device::stat_ops (6.10 on).
+ */
 #include <linux/netdevice.h>
 #include <net/netdev_queues.h>
 

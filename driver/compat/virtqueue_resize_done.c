@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
-/* virtqueue_resize(vq, num, recycle, recycle_done) (6.11 on). */
+/*
+ * virtqueue_resize(vq, num, recycle, recycle_done): the recycle_done
+ * callback was added in 6.11.
+ */
 #include <linux/virtio.h>
 
 static int pvnet_probe(struct virtqueue *vq,
