@@ -17,7 +17,14 @@ from pathlib import Path
 import pvnet_harness.qstats as qstats_mod
 import pytest
 from pvnet_harness.guest import load_profile
-from pvnet_harness.testbed import DUT_V4, HOST_V4, TestBed, parse_ethtool_stats, parse_kv_lines
+from pvnet_harness.testbed import (
+    DUT_V4,
+    HOST_V4,
+    TestBed,
+    parse_ethtool_features,
+    parse_ethtool_stats,
+    parse_kv_lines,
+)
 from pvnet_harness.traffic import TcpSink, make_payload, tcp_send_file
 
 pytestmark = pytest.mark.qemu
@@ -233,7 +240,9 @@ def test_tx_frames_reported_and_validated(bed_mq: TestBed) -> None:
 
 
 def _features(bed: TestBed) -> dict[str, str]:
-    return parse_kv_lines(bed.g.sh(f"ethtool -k {bed.dut_if()}"))
+    """`ethtool -k` -> {feature: "on"/"off"} ("off [requested on]" is off)."""
+    feats = parse_ethtool_features(bed.g.sh(f"ethtool -k {bed.dut_if()}"))
+    return {k: "on" if f.on else "off" for k, f in feats.items()}
 
 
 def test_lro_switches_guest_offloads(bed_mq: TestBed) -> None:

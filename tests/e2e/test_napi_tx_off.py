@@ -36,8 +36,12 @@ def test_bulk_both_ways_without_tx_napi(bed_txirq: TestBed, tmp_path: Path) -> N
     bed.wait_job("h2g", 120)
     assert bed.sha256("/tmp/h2g.bin") == want
     st = bed.ethtool_stats()
-    assert st["tx_queue_0_packets"] > 20000 and st["tx_queue_0_drops"] == 0, st
-    assert st["tx_queue_0_wakes"] <= st["tx_queue_0_stops"], st
+    queues = sorted({int(k.split("_")[2]) for k in st if k.startswith("tx_queue_")})
+    # 32 MiB went out (TSO makes the packet count small; XPS may pick any queue)
+    assert sum(st[f"tx_queue_{q}_bytes"] for q in queues) > 32 << 20, st
+    for q in queues:
+        assert st[f"tx_queue_{q}_drops"] == 0, st
+        assert st[f"tx_queue_{q}_wakes"] <= st[f"tx_queue_{q}_stops"], st
     bed.g.sh("rm -f /tmp/g2h.bin /tmp/h2g.bin")
 
 
