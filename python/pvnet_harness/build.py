@@ -12,7 +12,12 @@ from .kernels import KernelTree
 from .templates import render
 from .util import CommandError, progress, run
 
-SOURCE_ITEMS = ("Kbuild", "VERSION", "dkms.conf", "driver")
+# The module source: these files plus driver/**/*.{c,h} (see source_files)
+TOP_LEVEL_FILES = ("Kbuild", "VERSION", "dkms.conf")
+SOURCE_DIR = "driver"
+SOURCE_SUFFIXES = frozenset({".c", ".h"})
+# Written by Kbuild into driver/ by in-place builds: never source
+GENERATED = frozenset({"pvnet_compat_probed.h"})
 NO_DKMS_SIGNING = "/nonexistent/pvnet-no-dkms-signing"
 
 
@@ -50,19 +55,45 @@ def compiler_env(tree: KernelTree, shim_dir: Path) -> dict[str, str]:
     return {"PATH": f"{shim_dir}:{path}"}
 
 
-def stage_source(src_root: Path, dest: Path) -> None:
-    """Copy the module source (Kbuild, VERSION, dkms.conf, driver/) into a clean folder."""
+def source_files(src_root: Path = REPO_ROOT) -> list[Path]:
+    """The module source, relative to src_root: Kbuild, VERSION, dkms.conf, driver/**/*.{c,h}.
+
+    Build products of in-place builds (*.o, *.ko, .*.cmd, ...) are never part of it.
+    """
+    files = []
+    for name in TOP_LEVEL_FILES:
+        if not (src_root / name).is_file():
+            raise FileNotFoundError(f"module source incomplete: {src_root / name} missing")
+        files.append(Path(name))
+    driver = src_root / SOURCE_DIR
+    for p in sorted(driver.rglob("*")):
+        rel = p.relative_to(src_root)
+        if p.is_file() and p.suffix in SOURCE_SUFFIXES and not any(
+            part.startswith(".") for part in rel.parts
+        ) and not p.name.endswith(".mod.c") and p.name not in GENERATED:
+            files.append(rel)
+    if not any(f.suffix == ".c" for f in files):
+        raise FileNotFoundError(f"no C source under {driver}")
+    return files
+
+
+
+def stage_module_source(src_root: Path, dest: Path) -> list[Path]:
+    """Copy the module source into dest (created fresh) with normalized modes."""
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for item in SOURCE_ITEMS:
-        s = src_root / item
-        if s.is_dir():
-            shutil.copytree(
-                s, dest / item, ignore=shutil.ignore_patterns("*.o", "*.ko", ".*.cmd", "*.mod*")
-            )
-        else:
-            shutil.copy2(s, dest / item)
+    dest.chmod(0o755)
+    files = source_files(src_root)
+    for rel in files:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src_root / rel, target)
+        target.chmod(0o644)
+    for d in dest.rglob("*"):
+        if d.is_dir():
+            d.chmod(0o755)
+    return files
 
 
 def build_dir_for(tree: KernelTree, root: Path = REPO_ROOT) -> Path:
@@ -121,7 +152,7 @@ def dkms_build(tree: KernelTree, src_root: Path = REPO_ROOT, out: Path | None = 
     if (bdir / "dkms").exists():
         shutil.rmtree(bdir / "dkms")
     trees = dkms_tree_args(bdir)
-    stage_source(src_root, bdir / "src" / f"pvnet-{version}")
+    stage_module_source(src_root, bdir / "src" / f"pvnet-{version}")
     env = dkms_env(tree, bdir)
     progress(f"dkms build pvnet/{version} for {tree.release}")
     run(["dkms", "add", "-m", "pvnet", "-v", version, *trees], env=env)
@@ -140,7 +171,7 @@ def kbuild(
     """Plain `make -C headers M=...` in a staged copy (developer loop, lint builds)."""
     version = read_version(src_root)
     bdir = (out or build_dir_for(tree, src_root)) / "kbuild"
-    stage_source(src_root, bdir)
+    stage_module_source(src_root, bdir)
     env = compiler_env(tree, bdir.parent / "shims")
     proc = run(["make", "-C", str(tree.headers_dir), f"M={bdir}", *extra, "modules"], env=env,
                timeout=1800)

@@ -22,7 +22,13 @@ from pathlib import Path
 
 from . import REPO_ROOT, read_version
 from .build import NO_DKMS_SIGNING as NO_SIGN_FILE
-from .build import dkms_build_module, dkms_env, dkms_tree_args, render_dkms_conf
+from .build import (
+    dkms_build_module,
+    dkms_env,
+    dkms_tree_args,
+    render_dkms_conf,
+    stage_module_source,
+)
 from .image import decompress_module
 from .kernels import KernelCache, KernelTree
 from .templates import render
@@ -31,9 +37,6 @@ from .util import cache_dir, progress, run
 MODULE = "pvnet"
 PACKAGE = "pvnet-dkms"
 DEFAULT_MAINTAINER = "pvnet developers <pvnet@example.org>"
-TOP_LEVEL_FILES = ("Kbuild", "VERSION", "dkms.conf")
-SOURCE_DIR = "driver"
-SOURCE_SUFFIXES = frozenset({".c", ".h"})
 MAINTAINER_SCRIPTS = ("postinst", "prerm", "postrm")
 MODPROBE_CONF = "etc/modprobe.d/pvnet.conf"
 SIG_MAGIC = b"~Module signature appended~\n"
@@ -158,28 +161,6 @@ def installed_size_kib(root: Path) -> int:
 # ---------------------------------------------------------------- source staging
 
 
-def source_files(src_root: Path = REPO_ROOT) -> list[Path]:
-    """The module source, relative to src_root: Kbuild, VERSION, dkms.conf, driver/**/*.{c,h}.
-
-    Build products of in-place builds (*.o, *.ko, .*.cmd, ...) are never part of it.
-    """
-    files = []
-    for name in TOP_LEVEL_FILES:
-        if not (src_root / name).is_file():
-            raise FileNotFoundError(f"module source incomplete: {src_root / name} missing")
-        files.append(Path(name))
-    driver = src_root / SOURCE_DIR
-    for p in sorted(driver.rglob("*")):
-        rel = p.relative_to(src_root)
-        if p.is_file() and p.suffix in SOURCE_SUFFIXES and not any(
-            part.startswith(".") for part in rel.parts
-        ) and not p.name.endswith(".mod.c"):
-            files.append(rel)
-    if not any(f.suffix == ".c" for f in files):
-        raise FileNotFoundError(f"no C source under {driver}")
-    return files
-
-
 def check_source(src_root: Path, version: str) -> None:
     """dkms.conf must be the one rendered from VERSION (one version source)."""
     check_version(version)
@@ -187,24 +168,6 @@ def check_source(src_root: Path, version: str) -> None:
         raise RuntimeError(
             f"{src_root / 'dkms.conf'} is not in sync with VERSION {version}: run `invoke dkms-conf`"
         )
-
-
-def stage_module_source(src_root: Path, dest: Path) -> list[Path]:
-    """Copy the module source into dest (created fresh) with normalized modes."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    dest.chmod(0o755)
-    files = source_files(src_root)
-    for rel in files:
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src_root / rel, target)
-        target.chmod(0o644)
-    for d in dest.rglob("*"):
-        if d.is_dir():
-            d.chmod(0o755)
-    return files
 
 
 # ---------------------------------------------------------------- artifacts

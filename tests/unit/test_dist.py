@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from pvnet_harness import REPO_ROOT, read_version
-from pvnet_harness.build import render_dkms_conf
+from pvnet_harness.build import render_dkms_conf, source_files
 from pvnet_harness.dist import (
     MODPROBE_CONF,
     PACKAGE,
@@ -22,7 +22,6 @@ from pvnet_harness.dist import (
     render_control,
     render_maintainer_scripts,
     render_modprobe_conf,
-    source_files,
     stage_deb_tree,
     strip_module_signature,
 )
@@ -85,7 +84,8 @@ def test_dkms_conf_out_of_sync_is_refused(tmp_path: Path) -> None:
 def test_staged_tree_holds_only_source(tmp_path: Path) -> None:
     src = _fake_src(tmp_path, VERSION)
     for junk in ("driver/pvnet_main.o", "driver/.pvnet_main.o.cmd", "pvnet.ko", "pvnet.mod.c",
-                 "driver/pvnet.mod.c", "modules.order", "Module.symvers", "driver/x.ko"):
+                 "driver/pvnet.mod.c", "modules.order", "Module.symvers", "driver/x.ko",
+                 "driver/pvnet_compat_probed.h"):
         (src / junk).write_text("build product")
     root = tmp_path / "root"
     stage_deb_tree(src, root, "A B <a@b.example>", EPOCH)
@@ -94,6 +94,7 @@ def test_staged_tree_holds_only_source(tmp_path: Path) -> None:
     expected = sorted(["Kbuild", "VERSION", "dkms.conf"] + [
         str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "driver").rglob("*")
         if p.is_file() and p.suffix in (".c", ".h") and not p.name.endswith(".mod.c")
+        and p.name != "pvnet_compat_probed.h"
         and not any(s.startswith(".") for s in p.relative_to(REPO_ROOT).parts)
     ])
     assert files == expected
