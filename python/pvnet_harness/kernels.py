@@ -336,11 +336,7 @@ class KernelCache:
             return script
         ref = _ref(meta)
         debs = self.cache / "checkpatch" / "debs"
-        if not self._good(ref, debs):
-            progress(f"downloading {ref.name} {ref.version} for checkpatch ({ref.size / 1e6:.0f} MB)")
-            self.apt.download([ref], debs)
-        if not self._good(ref, debs):
-            raise RuntimeError(f"sha256 mismatch against apt metadata: {ref.deb_name}")
+        self._download_verified([ref], debs, f"{ref.name} {ref.version} for checkpatch")
         work = dest / "x"
         work.mkdir(parents=True, exist_ok=True)
         run(["dpkg-deb", "-x", debs / ref.deb_name, work])
@@ -382,15 +378,20 @@ class KernelCache:
         if manifest.exists() and self._verify(pin, debs):
             progress(f"kernel {line_name}: {pin.version} cached and verified ({tdir})")
             return KernelTree.from_json(manifest.read_text())
-        missing = [p for p in pin.packages if not self._good(p, debs)]
+        self._download_verified(list(pin.packages), debs, f"kernel {line_name} packages")
+        return self._extract(pin, tdir)
+
+    def _download_verified(self, refs: list[PackageRef], debs: Path, what: str) -> None:
+        """Download the packages not already in `debs` with the right size and sha256, then
+        check every one against the apt metadata."""
+        missing = [p for p in refs if not self._good(p, debs)]
         if missing:
             mb = sum(p.size for p in missing) / 1e6
-            progress(f"kernel {line_name}: downloading {len(missing)} packages ({mb:.0f} MB)")
+            progress(f"downloading {len(missing)} of the {what} ({mb:.0f} MB)")
             self.apt.download(missing, debs)
-        bad = [p.deb_name for p in pin.packages if not self._good(p, debs)]
+        bad = [p.deb_name for p in refs if not self._good(p, debs)]
         if bad:
             raise RuntimeError(f"sha256 mismatch against apt metadata: {', '.join(bad)}")
-        return self._extract(pin, tdir)
 
     @staticmethod
     def _good(p: PackageRef, debs: Path) -> bool:
