@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -20,6 +21,17 @@ DUT_V4 = "198.18.0.2"
 PEER_V4 = "198.18.0.3"
 DUT_V6 = "2001:db8::2"
 PEER_V6 = "2001:db8::3"
+
+
+def queue_counter(stats: dict[str, int], direction: str, name: str) -> dict[int, int]:
+    """One per-queue counter of `ethtool -S` ("rx"/"tx", e.g. "packets") -> {queue: value}."""
+    pat = re.compile(rf"{direction}_queue_(\d+)_{name}")
+    return {int(m.group(1)): v for k, v in stats.items() if (m := pat.fullmatch(k))}
+
+
+def queue_sum(stats: dict[str, int], direction: str, name: str) -> int:
+    """A per-queue counter summed over every queue ethtool -S lists."""
+    return sum(queue_counter(stats, direction, name).values())
 
 
 def parse_ethtool_stats(text: str) -> dict[str, int]:

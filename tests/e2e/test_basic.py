@@ -7,7 +7,7 @@ import re
 import pytest
 from pvnet_harness import read_version
 from pvnet_harness.build import BuildResult
-from pvnet_harness.testbed import DUT_V4, DUT_V6, HOST_V4, HOST_V6, TestBed
+from pvnet_harness.testbed import DUT_V4, DUT_V6, HOST_V4, HOST_V6, TestBed, queue_sum
 from pvnet_harness.traffic import l2_exchange
 from pvnet_harness.util import run
 from scapy.layers.l2 import ARP, Ether
@@ -101,12 +101,12 @@ def test_stats_consistent(bed: TestBed) -> None:
     for key in ("rx_queue_0_packets", "rx_queue_0_bytes", "rx_queue_0_drops", "rx_queue_0_kicks",
                 "tx_queue_0_packets", "tx_queue_0_bytes", "tx_queue_0_drops", "tx_queue_0_kicks"):
         assert key in st, f"ethtool -S lacks {key}: {sorted(st)}"
-    rxq = sum(v for k, v in st.items() if re.fullmatch(r"rx_queue_\d+_packets", k))
-    txq = sum(v for k, v in st.items() if re.fullmatch(r"tx_queue_\d+_packets", k))
+    rxq = queue_sum(st, "rx", "packets")
+    txq = queue_sum(st, "tx", "packets")
     assert rxq >= 20 and txq >= 20
     # the counters move between two reads only by traffic we don't make; read again and
     # compare sums within one snapshot pair taken back to back
     assert abs(link["rx_packets"] - rxq) <= 2, (link, st)
     assert abs(link["tx_packets"] - txq) <= 2, (link, st)
     for d in ("rx", "tx"):
-        assert sum(v for k, v in st.items() if re.fullmatch(rf"{d}_queue_\d+_kicks", k)) > 0
+        assert queue_sum(st, d, "kicks") > 0

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from pvnet_harness.testbed import DUT_V4, HOST_V4, TestBed
+from pvnet_harness.testbed import DUT_V4, HOST_V4, TestBed, queue_sum
 from pvnet_harness.traffic import TcpSink, make_payload, tcp_send_file
 
 pytestmark = pytest.mark.qemu
@@ -56,8 +56,7 @@ def test_rmmod_during_transfer_then_insmod(bed: TestBed, tmp_path: Path) -> None
     time.sleep(3)
     before = bed.ethtool_stats()
     for d in ("rx", "tx"):  # traffic flows both ways, on whichever queues
-        assert sum(v for k, v in before.items()
-                   if k.startswith(f"{d}_queue_") and k.endswith("_packets")) > 100, before
+        assert queue_sum(before, d, "packets") > 100, before
     res = g.run("rmmod pvnet", timeout=120, check=False)
     stop.set()
     assert res.rc == 0, res.out

@@ -24,6 +24,8 @@ from pvnet_harness.testbed import (
     parse_ethtool_features,
     parse_ethtool_stats,
     parse_kv_lines,
+    queue_counter,
+    queue_sum,
 )
 from pvnet_harness.traffic import TcpSink, make_payload, tcp_send_file
 
@@ -58,13 +60,7 @@ def _real_queues(bed: TestBed) -> tuple[int, int]:
 
 
 def _queue_counters(bed: TestBed, direction: str) -> dict[int, int]:
-    stats = bed.ethtool_stats()
-    out: dict[int, int] = {}
-    for k, v in stats.items():
-        m = re.fullmatch(rf"{direction}_queue_(\d+)_packets", k)
-        if m:
-            out[int(m.group(1))] = v
-    return out
+    return queue_counter(bed.ethtool_stats(), direction, "packets")
 
 
 def test_default_pairs_follow_cpus(bed_mq: TestBed) -> None:
@@ -223,8 +219,7 @@ def test_channels_rings_and_tx_mode_under_traffic(bed_mq: TestBed, tmp_path: Pat
     stats = bed_mq.ethtool_stats()
     link = bed_mq.link_stats()
     for d in ("rx", "tx"):
-        per_queue = sum(v for k, v in stats.items() if re.fullmatch(rf"{d}_queue_\d+_packets", k))
-        assert per_queue == link[f"{d}_packets"], d
+        assert queue_sum(stats, d, "packets") == link[f"{d}_packets"], d
 
 
 def test_tx_frames_reported_and_validated(bed_mq: TestBed) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from pvnet_harness.testbed import (
     TestBed,
     parse_ethtool_features,
     parse_ethtool_stats,
+    queue_sum,
 )
 from pvnet_harness.traffic import (
     GSO_TCPV4,
@@ -214,10 +214,6 @@ def test_offload_combination(bed_mtu: TestBed, initial_features: dict[str, Featu
     assert feats["tx-scatter-gather"].on
 
 
-def _queue_sum(stats: dict[str, int], name: str) -> int:
-    return sum(v for k, v in stats.items() if re.fullmatch(rf"tx_queue_\d+_{name}", k))
-
-
 def test_tso_segmentation_on_the_host(bed_mtu: TestBed) -> None:
     """TCP over IPv4 and IPv6 to the host with TSO: each GSO frame the DUT hands the device,
     segmented as the spec requires, gives frames within the MTU with valid checksums, and the
@@ -266,7 +262,7 @@ def test_tso_segmentation_on_the_host(bed_mtu: TestBed) -> None:
         assert len(stream) == size, name
         assert hashlib.sha256(stream).hexdigest() == results[name]["sha256"], name
     # counters: every GSO skb the driver handed over was seen on the tap, and nothing else
-    assert _queue_sum(delta, "gso_packets") == len(gso)
-    assert _queue_sum(delta, "gso_segments") == n_segments
-    assert _queue_sum(delta, "gso_bytes") == sum(len(f.frame) for f in gso)
-    assert len(gso) <= _queue_sum(delta, "csum_partial") <= sum(f.partial for f in frames)
+    assert queue_sum(delta, "tx", "gso_packets") == len(gso)
+    assert queue_sum(delta, "tx", "gso_segments") == n_segments
+    assert queue_sum(delta, "tx", "gso_bytes") == sum(len(f.frame) for f in gso)
+    assert len(gso) <= queue_sum(delta, "tx", "csum_partial") <= sum(f.partial for f in frames)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
 import pytest
-from pvnet_harness.testbed import DUT_V4, DUT_V6, HOST_V4, HOST_V6, TestBed, parse_ethtool_stats
+from pvnet_harness.testbed import DUT_V4, DUT_V6, HOST_V4, HOST_V6, TestBed, parse_ethtool_stats, queue_sum
 from pvnet_harness.traffic import (
     TcpSink,
     VnetSniffer,
@@ -70,7 +69,7 @@ def _rx_snapshot(bed: TestBed) -> tuple[int, int, int, int, int]:
                    f"/sys/class/net/{dev}/statistics/rx_dropped; ethtool -S {dev}")
     lines = out.splitlines()
     queues = parse_ethtool_stats("\n".join(lines[2:]))
-    per_queue = sum(v for k, v in queues.items() if re.fullmatch(r"rx_queue_\d+_packets", k))
+    per_queue = queue_sum(queues, "rx", "packets")
     return tap["tx_packets"], tap["tx_dropped"], int(lines[0]), per_queue, int(lines[1])
 
 

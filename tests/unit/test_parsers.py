@@ -52,3 +52,14 @@ def test_parse_ethtool_features() -> None:
     assert f["tx-tcp-ecn-segmentation"] == Feature(False, True)
     assert f["rx-checksumming"] == Feature(True, False)
     assert "Features for eth0" not in f
+
+
+def test_queue_counter_and_sum_pick_one_counter_per_queue() -> None:
+    from pvnet_harness.testbed import queue_counter, queue_sum
+
+    st = {"rx_queue_0_packets": 3, "rx_queue_1_packets": 4, "tx_queue_0_packets": 9,
+          "rx_queue_0_gso_packets": 100}
+    assert queue_counter(st, "rx", "packets") == {0: 3, 1: 4}
+    assert queue_sum(st, "rx", "packets") == 7
+    assert queue_sum(st, "rx", "gso_packets") == 100
+    assert queue_sum(st, "tx", "bytes") == 0
