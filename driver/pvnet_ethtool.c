@@ -260,12 +260,8 @@ static const struct ethtool_ops pvnet_ethtool_ops = {
  * The netdev netlink queue statistics (qstats-get).  Only the fields
  * pvnet counts are set; the core leaves the others out.
  */
-static void pvnet_qstats_rx(const struct pvnet_rxq *rxq,
-			    struct netdev_queue_stats_rx *rx)
+static void pvnet_qstats_rx(const u64 *v, struct netdev_queue_stats_rx *rx)
 {
-	u64 v[PVNET_RXQ_STATS_NUM];
-
-	pvnet_rxq_stats_read(&rxq->stats, v);
 	rx->packets = v[PVNET_RXQ_PACKETS];
 	rx->bytes = v[PVNET_RXQ_BYTES];
 	rx->csum_unnecessary = v[PVNET_RXQ_CSUM_VALID];
@@ -275,12 +271,8 @@ static void pvnet_qstats_rx(const struct pvnet_rxq *rxq,
 	rx->hw_gro_bytes = v[PVNET_RXQ_GSO_BYTES];
 }
 
-static void pvnet_qstats_tx(const struct pvnet_txq *txq,
-			    struct netdev_queue_stats_tx *tx)
+static void pvnet_qstats_tx(const u64 *v, struct netdev_queue_stats_tx *tx)
 {
-	u64 v[PVNET_TXQ_STATS_NUM];
-
-	pvnet_txq_stats_read(&txq->stats, v);
 	tx->packets = v[PVNET_TXQ_PACKETS];
 	tx->bytes = v[PVNET_TXQ_BYTES];
 	tx->stop = v[PVNET_TXQ_STOPS];
@@ -295,50 +287,45 @@ static void pvnet_get_queue_stats_rx(struct net_device *dev, int idx,
 				     struct netdev_queue_stats_rx *rx)
 {
 	struct pvnet_priv *priv = netdev_priv(dev);
+	u64 v[PVNET_RXQ_STATS_NUM];
 
-	pvnet_qstats_rx(&priv->rxq[idx], rx);
+	pvnet_rxq_stats_read(&priv->rxq[idx].stats, v);
+	pvnet_qstats_rx(v, rx);
 }
 
 static void pvnet_get_queue_stats_tx(struct net_device *dev, int idx,
 				     struct netdev_queue_stats_tx *tx)
 {
 	struct pvnet_priv *priv = netdev_priv(dev);
+	u64 v[PVNET_TXQ_STATS_NUM];
 
-	pvnet_qstats_tx(&priv->txq[idx], tx);
+	pvnet_txq_stats_read(&priv->txq[idx].stats, v);
+	pvnet_qstats_tx(v, tx);
 }
 
-/* Pairs not in use now still count towards the device totals. */
+/*
+ * Pairs not in use now still count towards the device totals: their
+ * counters are summed and mapped like a single queue's.
+ */
 static void pvnet_get_base_stats(struct net_device *dev,
 				 struct netdev_queue_stats_rx *rx,
 				 struct netdev_queue_stats_tx *tx)
 {
 	struct pvnet_priv *priv = netdev_priv(dev);
-	struct netdev_queue_stats_rx qrx;
-	struct netdev_queue_stats_tx qtx;
-	unsigned int q;
+	u64 rx_sum[PVNET_RXQ_STATS_NUM] = {}, tx_sum[PVNET_TXQ_STATS_NUM] = {};
+	u64 rx_v[PVNET_RXQ_STATS_NUM], tx_v[PVNET_TXQ_STATS_NUM];
+	unsigned int q, i;
 
-	memset(rx, 0, sizeof(*rx));
-	memset(tx, 0, sizeof(*tx));
 	for (q = priv->curr_queue_pairs; q < priv->max_queue_pairs; q++) {
-		pvnet_qstats_rx(&priv->rxq[q], &qrx);
-		rx->packets += qrx.packets;
-		rx->bytes += qrx.bytes;
-		rx->csum_unnecessary += qrx.csum_unnecessary;
-		rx->csum_none += qrx.csum_none;
-		rx->alloc_fail += qrx.alloc_fail;
-		rx->hw_gro_packets += qrx.hw_gro_packets;
-		rx->hw_gro_bytes += qrx.hw_gro_bytes;
-
-		pvnet_qstats_tx(&priv->txq[q], &qtx);
-		tx->packets += qtx.packets;
-		tx->bytes += qtx.bytes;
-		tx->stop += qtx.stop;
-		tx->wake += qtx.wake;
-		tx->needs_csum += qtx.needs_csum;
-		tx->hw_gso_packets += qtx.hw_gso_packets;
-		tx->hw_gso_bytes += qtx.hw_gso_bytes;
-		tx->hw_gso_wire_packets += qtx.hw_gso_wire_packets;
+		pvnet_rxq_stats_read(&priv->rxq[q].stats, rx_v);
+		for (i = 0; i < PVNET_RXQ_STATS_NUM; i++)
+			rx_sum[i] += rx_v[i];
+		pvnet_txq_stats_read(&priv->txq[q].stats, tx_v);
+		for (i = 0; i < PVNET_TXQ_STATS_NUM; i++)
+			tx_sum[i] += tx_v[i];
 	}
+	pvnet_qstats_rx(rx_sum, rx);
+	pvnet_qstats_tx(tx_sum, tx);
 }
 
 static const struct netdev_stat_ops pvnet_stat_ops = {

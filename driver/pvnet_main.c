@@ -374,8 +374,8 @@ static u64 pvnet_guest_offloads_for(struct pvnet_priv *priv,
 
 	if (!(features & NETIF_F_RXCSUM))
 		offloads &= ~BIT_ULL(VIRTIO_NET_F_GUEST_CSUM);
-	if (!(features & NETIF_F_RXCSUM) ||
-	    !(features & (NETIF_F_LRO | NETIF_F_GRO_HW)))
+	/* pvnet_fix_features() already drops LRO/GRO_HW without RXCSUM. */
+	if (!(features & (NETIF_F_LRO | NETIF_F_GRO_HW)))
 		offloads &= ~PVNET_GUEST_GSO_MASK;
 	return offloads;
 }
@@ -845,19 +845,20 @@ static void pvnet_start_queue_pairs(struct pvnet_priv *priv, u16 pairs)
 	if (pairs > 1 && pvnet_ctrl_set_queue_pairs(priv, pairs))
 		pairs = 1;
 	priv->curr_queue_pairs = pairs;
-	netif_set_real_num_tx_queues(priv->dev, pairs);
-	netif_set_real_num_rx_queues(priv->dev, pairs);
+	/* Cannot fail: at most num_tx_queues and not registered yet. */
+	pvnet_set_real_queues(priv, pairs);
 }
 
 static int pvnet_probe(struct virtio_device *vdev)
 {
+	u16 max_pairs = pvnet_max_pairs(vdev);
 	struct pvnet_priv *priv;
 	struct net_device *dev;
 	int err;
 
 	BUILD_BUG_ON(PVNET_HDR_LEN != 12);
 
-	dev = alloc_etherdev_mq(sizeof(*priv), pvnet_max_pairs(vdev));
+	dev = alloc_etherdev_mq(sizeof(*priv), max_pairs);
 	if (!dev)
 		return -ENOMEM;
 
@@ -865,7 +866,7 @@ static int pvnet_probe(struct virtio_device *vdev)
 	priv = netdev_priv(dev);
 	priv->vdev = vdev;
 	priv->dev = dev;
-	priv->max_queue_pairs = pvnet_max_pairs(vdev);
+	priv->max_queue_pairs = max_pairs;
 	priv->curr_queue_pairs = 1;
 	priv->napi_tx = napi_tx;
 	priv->has_status = virtio_has_feature(vdev, VIRTIO_NET_F_STATUS);
