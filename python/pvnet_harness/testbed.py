@@ -221,11 +221,33 @@ class TestBed:
                   f">/tmp/{name}.log 2>&1 & echo $! > /tmp/{name}.pid")
 
     def wait_job(self, name: str, timeout: float) -> None:
-        """Wait for a background guest job started by listen(); fail with its log."""
-        res = self.g.run(f"wait $(cat /tmp/{name}.pid)", timeout=timeout, check=False)
+        """Wait for a background guest job started by listen(); fail with its log.
+
+        The guest shell polls with its own deadline, so on a stall the console stays usable
+        and the failure carries the DUT's transmit state (counters, BQL, kernel log)."""
+        secs = max(1, int(timeout))
+        # A finished child stays a zombie until `wait` reaps it: "alive" means not in state Z.
+        res = self.g.run(f"p=$(cat /tmp/{name}.pid); t=0; "
+                         f"alive() {{ [ \"$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null)\" ] && "
+                         f"[ \"$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null)\" != Z ]; }}; "
+                         f"while alive && [ $t -lt {secs * 5} ]; do sleep 0.2; t=$((t+1)); done; "
+                         f"if alive; then echo still-running; (exit 124); else wait $p; fi",
+                         timeout=timeout + 30, check=False)
         if res.rc != 0:
             log = self.g.run(f"cat /tmp/{name}.log", check=False).out
-            self.g.fail(f"guest job {name} exited {res.rc}: {log}")
+            state = self.dut_state() if res.rc == 124 else ""
+            self.g.fail(f"guest job {name} exited {res.rc}: {log}{state}")
+
+    def dut_state(self) -> str:
+        """What a stalled transfer needs looked at: per-queue counters, queue flags, BQL and
+        the kernel log's tail."""
+        dev = self.dut_if()
+        return "\n" + self.g.run(
+            f"ethtool -S {dev} | grep -v ': 0$'; "
+            f"for q in /sys/class/net/{dev}/queues/tx-*; do "
+            f"echo $q inflight=$(cat $q/byte_queue_limits/inflight) "
+            f"limit=$(cat $q/byte_queue_limits/limit) timeouts=$(cat $q/tx_timeout); done; "
+            f"tc -s qdisc show dev {dev}; dmesg | tail -n 30", timeout=60, check=False).out
 
     def sha256(self, path: str) -> str:
         return self.g.sh(f"sha256sum {path}", timeout=180).split()[0]

@@ -184,7 +184,7 @@ def _start_transfers(bed: TestBed, tmp_path: Path, size: int) -> Callable[[], No
              "echo $! > /tmp/g2h.pid")
 
     def finish() -> None:
-        bed.wait_job("g2h", 600)
+        bed.wait_job("g2h", 180)
         got = sink.wait(120)
         sender.join(600)
         bed.wait_job("h2g", 120)
