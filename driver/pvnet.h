@@ -16,6 +16,7 @@
 #include <linux/virtio.h>
 #include <linux/virtio_net.h>
 #include <linux/workqueue.h>
+#include <net/xdp.h>
 
 #define PVNET_DRV_NAME		"pvnet"
 
@@ -87,6 +88,12 @@ struct pvnet_rxq_stats {
 	u64_stats_t merged_buffers;	/* extra buffers merged into a packet */
 	u64_stats_t refill_failures;	/* refills that ran out of memory */
 	u64_stats_t recycled;		/* rx pages reused through the pool */
+	u64_stats_t xdp_packets;	/* packets run through an XDP program */
+	u64_stats_t xdp_drops;		/* XDP_DROP (and XDP_ABORTED) */
+	u64_stats_t xdp_tx;		/* XDP_TX frames queued for sending */
+	u64_stats_t xdp_tx_drops;	/* XDP_TX frames that found no room */
+	u64_stats_t xdp_redirects;	/* XDP_REDIRECT done */
+	u64_stats_t xdp_aborted;	/* XDP_ABORTED, invalid actions, errors */
 };
 
 struct pvnet_txq_stats {
@@ -101,6 +108,8 @@ struct pvnet_txq_stats {
 	u64_stats_t gso_packets;	/* GSO skbs handed to the device */
 	u64_stats_t gso_bytes;		/* their bytes (without virtio header) */
 	u64_stats_t gso_segments;	/* segments they stand for */
+	u64_stats_t xdp_tx;		/* XDP frames queued (XDP_TX, redirects) */
+	u64_stats_t xdp_tx_drops;	/* XDP frames refused: ring full */
 };
 
 /* One entry of the per-queue ethtool statistics tables. */
@@ -124,6 +133,12 @@ enum {
 	PVNET_RXQ_MERGED_BUFFERS,
 	PVNET_RXQ_REFILL_FAILURES,
 	PVNET_RXQ_RECYCLED,
+	PVNET_RXQ_XDP_PACKETS,
+	PVNET_RXQ_XDP_DROPS,
+	PVNET_RXQ_XDP_TX,
+	PVNET_RXQ_XDP_TX_DROPS,
+	PVNET_RXQ_XDP_REDIRECTS,
+	PVNET_RXQ_XDP_ABORTED,
 	PVNET_RXQ_STATS_NUM
 };
 
@@ -138,6 +153,8 @@ enum {
 	PVNET_TXQ_GSO_PACKETS,
 	PVNET_TXQ_GSO_BYTES,
 	PVNET_TXQ_GSO_SEGMENTS,
+	PVNET_TXQ_XDP_TX,
+	PVNET_TXQ_XDP_TX_DROPS,
 	PVNET_TXQ_STATS_NUM
 };
 
@@ -163,6 +180,9 @@ struct pvnet_rxq {
 	u32 pool_pages;			/* pool pages started */
 	s32 pool_reused;		/* of those, not fresh from the allocator */
 	struct scatterlist big_sg[PVNET_RX_BIG_MAX_PAGES];
+	/* XDP memory model of this queue (registered with the queue). */
+	struct xdp_rxq_info xdp_rxq;
+	bool xdp_rxq_reg;
 };
 
 struct pvnet_txq {
@@ -186,6 +206,20 @@ struct pvnet_priv {
 	/* Pairs the device has (MQ) and pairs in use; changed under RTNL. */
 	u16 max_queue_pairs;
 	u16 curr_queue_pairs;
+	/*
+	 * Pairs after those used by the stack that carry only XDP frames (one
+	 * per CPU, tx side), while a program is attached and the device has
+	 * enough; 0 means XDP frames share the stack's tx queues.  Their rx
+	 * queues are serviced like the others: the device may steer to them.
+	 */
+	u16 xdp_queue_pairs;
+
+	/* Attached XDP program (RTNL to change, RCU in the rx poll). */
+	struct bpf_prog __rcu *xdp_prog;
+	/* Bytes kept free after mergeable rx buffers for XDP (0 without). */
+	unsigned int rx_tailroom;
+	/* Mergeable buffers must hold a whole frame (program without frags). */
+	bool rx_linear;
 
 	/* Control virtqueue (NULL without VIRTIO_NET_F_CTRL_VQ). */
 	struct pvnet_ctrl *ctrl;
@@ -277,6 +311,28 @@ static inline void pvnet_vq_napi_complete(struct napi_struct *napi,
 		pvnet_vq_napi_schedule(napi, vq);
 }
 
+/* Rx queues in use: the stack's pairs plus the XDP-only pairs. */
+static inline unsigned int pvnet_rx_pairs(const struct pvnet_priv *priv)
+{
+	return priv->curr_queue_pairs + priv->xdp_queue_pairs;
+}
+
+/*
+ * Tx vq tokens: an skb, or an xdp_frame with bit 0 set (both are at least
+ * word aligned).
+ */
+#define PVNET_TX_XDP		1UL
+
+static inline bool pvnet_tx_token_is_xdp(const void *token)
+{
+	return (unsigned long)token & PVNET_TX_XDP;
+}
+
+static inline struct xdp_frame *pvnet_tx_token_frame(void *token)
+{
+	return (struct xdp_frame *)((unsigned long)token & ~PVNET_TX_XDP);
+}
+
 /* pvnet_rx.c */
 void pvnet_rx_vq_done(struct virtqueue *vq);
 int pvnet_rx_poll(struct napi_struct *napi, int budget);
@@ -289,18 +345,32 @@ int pvnet_rxq_init(struct pvnet_rxq *rxq);
 void pvnet_rxq_fini(struct pvnet_rxq *rxq);
 void pvnet_rx_validate(struct virtio_device *vdev);
 void pvnet_rx_setup(struct pvnet_priv *priv);
+int pvnet_rxq_xdp_reg(struct pvnet_rxq *rxq);
+void pvnet_rxq_xdp_unreg(struct pvnet_rxq *rxq);
 
 /* pvnet_tx.c */
 void pvnet_tx_vq_done(struct virtqueue *vq);
 int pvnet_tx_poll(struct napi_struct *napi, int budget);
 netdev_tx_t pvnet_start_xmit(struct sk_buff *skb, struct net_device *dev);
 void pvnet_tx_open(struct pvnet_txq *txq);
+void pvnet_tx_open_xdp(struct pvnet_txq *txq);
 void pvnet_tx_free_unused(struct pvnet_txq *txq);
 bool pvnet_tx_reap(struct pvnet_txq *txq);
+void pvnet_tx_recover(struct pvnet_txq *txq);
+void pvnet_tx_free_token(void *token);
 void pvnet_tx_validate(struct virtio_device *vdev);
 void pvnet_tx_init_features(struct pvnet_priv *priv);
 netdev_features_t pvnet_tx_fix_features(struct net_device *dev,
 					netdev_features_t features);
+
+/* pvnet_xdp.c */
+int pvnet_xdp_xmit_frames(struct pvnet_priv *priv, struct xdp_frame **frames,
+			  int n, bool kick);
+int pvnet_ndo_xdp_xmit(struct net_device *dev, int n,
+		       struct xdp_frame **frames, u32 flags);
+int pvnet_ndo_bpf(struct net_device *dev, struct netdev_bpf *bpf);
+int pvnet_xdp_check_mtu(struct pvnet_priv *priv, const struct bpf_prog *prog,
+			unsigned int mtu, struct netlink_ext_ack *extack);
 
 /* pvnet_ctrl.c */
 int pvnet_ctrl_alloc(struct pvnet_priv *priv);
@@ -316,6 +386,13 @@ int pvnet_resize_rings(struct pvnet_priv *priv, u32 rx, u32 tx,
 		       struct netlink_ext_ack *extack);
 int pvnet_set_napi_tx(struct pvnet_priv *priv, bool on,
 		      struct netlink_ext_ack *extack);
+u16 pvnet_xdp_pairs_for(const struct pvnet_priv *priv, u16 pairs);
+int pvnet_apply_pairs(struct pvnet_priv *priv, u16 pairs, u16 xdp_pairs);
+bool pvnet_pause(struct pvnet_priv *priv);
+void pvnet_resume(struct pvnet_priv *priv, bool was_active);
+int pvnet_sync_guest_offloads(struct pvnet_priv *priv,
+			      netdev_features_t features);
+void pvnet_update_affinity(struct pvnet_priv *priv);
 
 /* pvnet_ethtool.c */
 void pvnet_set_ethtool_ops(struct net_device *dev);

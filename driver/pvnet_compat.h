@@ -404,4 +404,121 @@ static inline u8 pvnet_hdr_gso_udp_l4(void)
 #define PVNET_CAN_QSTATS	1
 #endif
 
+/*
+ * XDP.  <net/xdp.h> must be included explicitly: on 6.12 it holds
+ * bpf_prog_run_xdp() and netdevice.h no longer pulls it in.
+ */
+#include <linux/bpf.h>
+#include <linux/bpf_trace.h>
+#include <linux/filter.h>
+#include <net/xdp.h>
+
+static inline int pvnet_xdp_rxq_reg(struct xdp_rxq_info *rxq,
+				    struct net_device *dev, u32 queue,
+				    struct napi_struct *napi, u32 frag_size)
+{
+#ifdef PVNET_HAVE_XDP_RXQ_INFO_REG_FRAG_SIZE
+	return __xdp_rxq_info_reg(rxq, dev, queue, napi->napi_id, frag_size);
+#else
+	return xdp_rxq_info_reg(rxq, dev, queue);
+#endif
+}
+
+static inline void pvnet_xdp_prepare(struct xdp_buff *xdp, u32 frame_sz,
+				     struct xdp_rxq_info *rxq,
+				     unsigned char *hard_start, int headroom,
+				     int len)
+{
+#ifdef PVNET_HAVE_XDP_INIT_BUFF
+	xdp_init_buff(xdp, frame_sz, rxq);
+	xdp_prepare_buff(xdp, hard_start, headroom, len, true);
+#else
+	xdp->frame_sz = frame_sz;
+	xdp->rxq = rxq;
+	xdp->data_hard_start = hard_start;
+	xdp->data = hard_start + headroom;
+	xdp->data_end = xdp->data + len;
+	xdp->data_meta = xdp->data;
+#endif
+}
+
+static inline void pvnet_warn_invalid_xdp_action(struct net_device *dev,
+						 struct bpf_prog *prog,
+						 u32 act)
+{
+#ifdef PVNET_HAVE_BPF_WARN_INVALID_XDP_ACTION_DEV
+	bpf_warn_invalid_xdp_action(dev, prog, act);
+#else
+	bpf_warn_invalid_xdp_action(act);
+#endif
+}
+
+/*
+ * Multi-buffer XDP (frags), 5.18 on.  PVNET_XDP_FRAGS says whether the
+ * kernel has it; the helpers compile to nothing elsewhere.
+ */
+#ifdef PVNET_HAVE_XDP_BUFF_FRAGS
+#define PVNET_XDP_FRAGS	1
+
+static inline bool pvnet_prog_has_frags(const struct bpf_prog *prog)
+{
+	return prog->aux->xdp_has_frags;
+}
+
+static inline bool pvnet_xdp_frame_has_frags(const struct xdp_frame *xdpf)
+{
+	return xdp_frame_has_frags((struct xdp_frame *)xdpf);
+}
+
+static inline void pvnet_frag_set(skb_frag_t *frag, struct page *page,
+				  unsigned int off, unsigned int size)
+{
+#ifdef PVNET_HAVE_SKB_FRAG_FILL_PAGE_DESC
+	skb_frag_fill_page_desc(frag, page, off, size);
+#else
+	__skb_frag_set_page(frag, page);
+	skb_frag_off_set(frag, off);
+	skb_frag_size_set(frag, size);
+#endif
+}
+#else
+#define PVNET_XDP_FRAGS	0
+
+static inline bool pvnet_prog_has_frags(const struct bpf_prog *prog)
+{
+	return false;
+}
+
+static inline bool pvnet_xdp_frame_has_frags(const struct xdp_frame *xdpf)
+{
+	return false;
+}
+#endif
+
+/* net_device.xdp_features (6.3 on): what pvnet can do with XDP. */
+static inline void pvnet_xdp_features_init(struct net_device *dev)
+{
+#ifdef PVNET_HAVE_XDP_FEATURES
+	dev->xdp_features = NETDEV_XDP_ACT_BASIC | NETDEV_XDP_ACT_REDIRECT |
+			    NETDEV_XDP_ACT_NDO_XMIT | NETDEV_XDP_ACT_RX_SG |
+			    NETDEV_XDP_ACT_NDO_XMIT_SG;
+#endif
+}
+
+/*
+ * ndo_xdp_xmit sent frames[0..sent).  From 5.13 the core frees the rest;
+ * before, the driver had to.
+ */
+static inline int pvnet_xdp_xmit_ret(struct xdp_frame **frames, int sent,
+				     int n)
+{
+#ifndef PVNET_HAVE_XDP_XMIT_CORE_FREES_TAIL
+	int i;
+
+	for (i = sent; i < n; i++)
+		xdp_return_frame(frames[i]);
+#endif
+	return sent;
+}
+
 #endif /* _PVNET_COMPAT_H */

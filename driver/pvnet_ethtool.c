@@ -31,6 +31,12 @@ const struct pvnet_stat_desc pvnet_rxq_stat_descs[PVNET_RXQ_STATS_NUM] = {
 	PVNET_RXQ_STAT(PVNET_RXQ_MERGED_BUFFERS, merged_buffers),
 	PVNET_RXQ_STAT(PVNET_RXQ_REFILL_FAILURES, refill_failures),
 	PVNET_RXQ_STAT(PVNET_RXQ_RECYCLED, recycled),
+	PVNET_RXQ_STAT(PVNET_RXQ_XDP_PACKETS, xdp_packets),
+	PVNET_RXQ_STAT(PVNET_RXQ_XDP_DROPS, xdp_drops),
+	PVNET_RXQ_STAT(PVNET_RXQ_XDP_TX, xdp_tx),
+	PVNET_RXQ_STAT(PVNET_RXQ_XDP_TX_DROPS, xdp_tx_drops),
+	PVNET_RXQ_STAT(PVNET_RXQ_XDP_REDIRECTS, xdp_redirects),
+	PVNET_RXQ_STAT(PVNET_RXQ_XDP_ABORTED, xdp_aborted),
 };
 
 const struct pvnet_stat_desc pvnet_txq_stat_descs[PVNET_TXQ_STATS_NUM] = {
@@ -44,6 +50,8 @@ const struct pvnet_stat_desc pvnet_txq_stat_descs[PVNET_TXQ_STATS_NUM] = {
 	PVNET_TXQ_STAT(PVNET_TXQ_GSO_PACKETS, gso_packets),
 	PVNET_TXQ_STAT(PVNET_TXQ_GSO_BYTES, gso_bytes),
 	PVNET_TXQ_STAT(PVNET_TXQ_GSO_SEGMENTS, gso_segments),
+	PVNET_TXQ_STAT(PVNET_TXQ_XDP_TX, xdp_tx),
+	PVNET_TXQ_STAT(PVNET_TXQ_XDP_TX_DROPS, xdp_tx_drops),
 };
 
 /* Consistent snapshot of one queue's counters, in descriptor order. */

@@ -75,18 +75,18 @@ static void pvnet_refill_disable(struct pvnet_priv *priv)
  */
 static void pvnet_up(struct pvnet_priv *priv)
 {
+	unsigned int rx_pairs = pvnet_rx_pairs(priv);
 	bool need_refill = false;
 	unsigned int i;
 
-	for (i = 0; i < priv->curr_queue_pairs; i++)
+	for (i = 0; i < rx_pairs; i++)
 		if (!pvnet_rx_refill(&priv->rxq[i], GFP_KERNEL, false))
 			need_refill = true;
 
-	for (i = 0; i < priv->curr_queue_pairs; i++) {
+	for (i = 0; i < rx_pairs; i++)
 		napi_enable(&priv->rxq[i].napi);
-		if (priv->napi_tx)
-			napi_enable(&priv->txq[i].napi);
-	}
+	for (i = 0; i < priv->curr_queue_pairs && priv->napi_tx; i++)
+		napi_enable(&priv->txq[i].napi);
 
 	/* NAPI is enabled, so the refill work may run from now on. */
 	pvnet_refill_enable(priv);
@@ -96,18 +96,18 @@ static void pvnet_up(struct pvnet_priv *priv)
 	netif_tx_start_all_queues(priv->dev);
 	for (i = 0; i < priv->curr_queue_pairs; i++)
 		pvnet_tx_open(&priv->txq[i]);
+	for (; i < rx_pairs; i++)
+		pvnet_tx_open_xdp(&priv->txq[i]);
 
 	/*
 	 * Buffers may have been used while NAPI was disabled, and their
 	 * interrupt was then lost: poll once to pick them up and re-arm.
 	 */
 	local_bh_disable();
-	for (i = 0; i < priv->curr_queue_pairs; i++) {
+	for (i = 0; i < rx_pairs; i++)
 		pvnet_vq_napi_schedule(&priv->rxq[i].napi, priv->rxq[i].vq);
-		if (priv->napi_tx)
-			pvnet_vq_napi_schedule(&priv->txq[i].napi,
-					       priv->txq[i].vq);
-	}
+	for (i = 0; i < priv->curr_queue_pairs && priv->napi_tx; i++)
+		pvnet_vq_napi_schedule(&priv->txq[i].napi, priv->txq[i].vq);
 	local_bh_enable();
 
 	WRITE_ONCE(priv->active, true);
@@ -119,21 +119,22 @@ static void pvnet_down(struct pvnet_priv *priv)
 	unsigned int i;
 
 	WRITE_ONCE(priv->active, false);
+	/* Frames redirected from other devices check ->active under RCU. */
+	synchronize_net();
 
 	/* The refill work disables NAPI itself: stop it first. */
 	pvnet_refill_disable(priv);
 
-	for (i = 0; i < priv->curr_queue_pairs; i++) {
+	for (i = 0; i < pvnet_rx_pairs(priv); i++)
 		napi_disable(&priv->rxq[i].napi);
-		if (priv->napi_tx)
-			napi_disable(&priv->txq[i].napi);
-	}
+	for (i = 0; i < priv->curr_queue_pairs && priv->napi_tx; i++)
+		napi_disable(&priv->txq[i].napi);
 
 	netif_tx_disable(priv->dev);
 }
 
 /* Stop the data path for a reconfiguration; returns whether it ran. */
-static bool pvnet_pause(struct pvnet_priv *priv)
+bool pvnet_pause(struct pvnet_priv *priv)
 {
 	bool was_active = priv->active;
 
@@ -142,7 +143,7 @@ static bool pvnet_pause(struct pvnet_priv *priv)
 	return was_active;
 }
 
-static void pvnet_resume(struct pvnet_priv *priv, bool was_active)
+void pvnet_resume(struct pvnet_priv *priv, bool was_active)
 {
 	if (was_active)
 		pvnet_up(priv);
@@ -154,7 +155,7 @@ static void pvnet_resume(struct pvnet_priv *priv, bool was_active)
  * interrupts get that CPU set as affinity hint and the tx queue gets it
  * as XPS map, so a CPU sends and completes on its own queue.
  */
-static void pvnet_update_affinity(struct pvnet_priv *priv)
+void pvnet_update_affinity(struct pvnet_priv *priv)
 {
 	unsigned int i, cpu, pos;
 	cpumask_var_t mask;
@@ -183,25 +184,67 @@ static void pvnet_update_affinity(struct pvnet_priv *priv)
 	free_cpumask_var(mask);
 }
 
-static int pvnet_set_real_queues(struct pvnet_priv *priv, u16 pairs)
+static int pvnet_set_real_queues(struct pvnet_priv *priv, u16 tx, u16 rx)
 {
 	int err;
 
-	err = netif_set_real_num_tx_queues(priv->dev, pairs);
+	err = netif_set_real_num_tx_queues(priv->dev, tx);
 	if (err)
 		return err;
-	return netif_set_real_num_rx_queues(priv->dev, pairs);
+	return netif_set_real_num_rx_queues(priv->dev, rx);
+}
+
+/*
+ * XDP-only pairs for @pairs stack pairs while a program is attached: one
+ * per possible CPU if the device has that many more, else none (XDP
+ * frames then share the stack's tx queues under their lock).
+ */
+u16 pvnet_xdp_pairs_for(const struct pvnet_priv *priv, u16 pairs)
+{
+	if (!rcu_access_pointer(priv->xdp_prog) ||
+	    pairs + nr_cpu_ids > priv->max_queue_pairs)
+		return 0;
+	return nr_cpu_ids;
+}
+
+/*
+ * Use @pairs queue pairs for the stack and @xdp_pairs more for XDP: the
+ * device gets the sum, the netdev @pairs tx and the sum as rx queues.
+ * Under RTNL with the data path paused; on failure nothing changed.
+ */
+int pvnet_apply_pairs(struct pvnet_priv *priv, u16 pairs, u16 xdp_pairs)
+{
+	u16 old = priv->curr_queue_pairs, old_xdp = priv->xdp_queue_pairs;
+	int err = 0;
+
+	if (pairs + xdp_pairs != old + old_xdp)
+		err = pvnet_ctrl_set_queue_pairs(priv, pairs + xdp_pairs);
+	if (err)
+		return err;
+
+	err = pvnet_set_real_queues(priv, pairs, pairs + xdp_pairs);
+	if (err) {
+		/* Back to what the stack still uses. */
+		if ((pairs + xdp_pairs != old + old_xdp &&
+		     pvnet_ctrl_set_queue_pairs(priv, old + old_xdp)) ||
+		    pvnet_set_real_queues(priv, old, old + old_xdp))
+			netdev_err(priv->dev,
+				   "could not restore %u queue pairs\n", old);
+		return err;
+	}
+	priv->curr_queue_pairs = pairs;
+	priv->xdp_queue_pairs = xdp_pairs;
+	return 0;
 }
 
 /* ethtool -L: change the number of queue pairs in use.  Under RTNL. */
 int pvnet_set_queue_pairs(struct pvnet_priv *priv, u16 pairs,
 			  struct netlink_ext_ack *extack)
 {
-	u16 old = priv->curr_queue_pairs;
 	bool was_active;
 	int err;
 
-	if (pairs == old)
+	if (pairs == priv->curr_queue_pairs)
 		return 0;
 	if (!virtio_has_feature(priv->vdev, VIRTIO_NET_F_MQ)) {
 		pvnet_config_err(priv->dev, extack,
@@ -218,25 +261,10 @@ int pvnet_set_queue_pairs(struct pvnet_priv *priv, u16 pairs,
 
 	was_active = pvnet_pause(priv);
 
-	err = pvnet_ctrl_set_queue_pairs(priv, pairs);
-	if (err) {
+	err = pvnet_apply_pairs(priv, pairs, pvnet_xdp_pairs_for(priv, pairs));
+	if (err)
 		pvnet_config_err(priv->dev, extack,
 				 "the device refused the queue pair count");
-	} else {
-		err = pvnet_set_real_queues(priv, pairs);
-		if (err) {
-			pvnet_config_err(priv->dev, extack,
-					 "could not resize the netdev queues");
-			/* Back to the count the stack still uses. */
-			if (pvnet_ctrl_set_queue_pairs(priv, old) ||
-			    pvnet_set_real_queues(priv, old))
-				netdev_err(priv->dev,
-					   "could not restore %u queue pairs\n",
-					   old);
-		} else {
-			priv->curr_queue_pairs = pairs;
-		}
-	}
 
 	pvnet_resume(priv, was_active);
 	pvnet_update_affinity(priv);
@@ -252,7 +280,7 @@ static void pvnet_rx_recycle(struct virtqueue *vq, void *buf)
 
 static void pvnet_tx_recycle(struct virtqueue *vq, void *buf)
 {
-	dev_kfree_skb_any(buf);
+	pvnet_tx_free_token(buf);
 }
 
 static int pvnet_check_ring_size(struct net_device *dev, u32 size, u32 min,
@@ -372,6 +400,9 @@ static u64 pvnet_guest_offloads_for(struct pvnet_priv *priv,
 {
 	u64 offloads = priv->guest_offloads_capable;
 
+	/* XDP sees whole, checksummed frames: no guest offloads at all. */
+	if (rcu_access_pointer(priv->xdp_prog))
+		return 0;
 	if (!(features & NETIF_F_RXCSUM))
 		offloads &= ~BIT_ULL(VIRTIO_NET_F_GUEST_CSUM);
 	/* pvnet_fix_features() already drops LRO/GRO_HW without RXCSUM. */
@@ -383,17 +414,24 @@ static u64 pvnet_guest_offloads_for(struct pvnet_priv *priv,
 static netdev_features_t pvnet_fix_features(struct net_device *dev,
 					    netdev_features_t features)
 {
+	struct pvnet_priv *priv = netdev_priv(dev);
+
 	/* Merged packets are checksummed by the device: no LRO without it. */
 	if (!(features & NETIF_F_RXCSUM))
+		features &= ~(NETIF_F_LRO | NETIF_F_GRO_HW);
+	/* Nor while an XDP program is attached (it sees single frames). */
+	if (rcu_access_pointer(priv->xdp_prog))
 		features &= ~(NETIF_F_LRO | NETIF_F_GRO_HW);
 	return pvnet_tx_fix_features(dev, features);
 }
 
-/* ethtool -K rx / lro / rx-gro-hw through VIRTIO_NET_CTRL_GUEST_OFFLOADS. */
-static int pvnet_set_features(struct net_device *dev,
+/*
+ * Tell the device which guest offloads @features (and an attached XDP
+ * program) leave on, through VIRTIO_NET_CTRL_GUEST_OFFLOADS.  Under RTNL.
+ */
+int pvnet_sync_guest_offloads(struct pvnet_priv *priv,
 			      netdev_features_t features)
 {
-	struct pvnet_priv *priv = netdev_priv(dev);
 	u64 offloads;
 	int err;
 
@@ -409,6 +447,13 @@ static int pvnet_set_features(struct net_device *dev,
 		return err;
 	priv->guest_offloads_enabled = offloads;
 	return 0;
+}
+
+/* ethtool -K rx / lro / rx-gro-hw. */
+static int pvnet_set_features(struct net_device *dev,
+			      netdev_features_t features)
+{
+	return pvnet_sync_guest_offloads(netdev_priv(dev), features);
 }
 
 static int pvnet_open(struct net_device *dev)
@@ -433,6 +478,13 @@ static int pvnet_close(struct net_device *dev)
 
 static int pvnet_change_mtu(struct net_device *dev, int new_mtu)
 {
+	struct pvnet_priv *priv = netdev_priv(dev);
+	int err;
+
+	err = pvnet_xdp_check_mtu(priv, rtnl_dereference(priv->xdp_prog),
+				  new_mtu, NULL);
+	if (err)
+		return err;
 	/*
 	 * Rx buffers always take max_mtu (small and big buffers are sized
 	 * for it, mergeable ones chain): nothing to repost.
@@ -461,9 +513,8 @@ static void pvnet_tx_timeout(struct net_device *dev, unsigned int txqueue)
 		   txqueue, txq->vq->num_free,
 		   virtqueue_get_vring_size(txq->vq));
 
-	/* In case a completion interrupt got lost, poll the queue. */
-	if (priv->napi_tx)
-		pvnet_vq_napi_schedule(&txq->napi, txq->vq);
+	/* In case a notification or an interrupt got lost. */
+	pvnet_tx_recover(txq);
 }
 
 static const struct net_device_ops pvnet_netdev_ops = {
@@ -476,6 +527,8 @@ static const struct net_device_ops pvnet_netdev_ops = {
 	.ndo_tx_timeout		= pvnet_tx_timeout,
 	.ndo_fix_features	= pvnet_fix_features,
 	.ndo_set_features	= pvnet_set_features,
+	.ndo_bpf		= pvnet_ndo_bpf,
+	.ndo_xdp_xmit		= pvnet_ndo_xdp_xmit,
 };
 
 /* Link state from the config space; always up without VIRTIO_NET_F_STATUS. */
@@ -585,6 +638,8 @@ static int pvnet_alloc_queues(struct pvnet_priv *priv)
 	/* Rx buffer allocators; pvnet_rxq_fini() copes with unset ones. */
 	for (i = 0; i < priv->max_queue_pairs; i++) {
 		err = pvnet_rxq_init(&priv->rxq[i]);
+		if (!err)
+			err = pvnet_rxq_xdp_reg(&priv->rxq[i]);
 		if (err) {
 			pvnet_free_queues(priv);
 			return err;
@@ -599,6 +654,7 @@ static void pvnet_free_queues(struct pvnet_priv *priv)
 	unsigned int i;
 
 	for (i = 0; i < priv->max_queue_pairs; i++) {
+		pvnet_rxq_xdp_unreg(&priv->rxq[i]);
 		pvnet_rxq_fini(&priv->rxq[i]);
 		netif_napi_del(&priv->rxq[i].napi);
 		netif_napi_del(&priv->txq[i].napi);
@@ -846,7 +902,7 @@ static void pvnet_start_queue_pairs(struct pvnet_priv *priv, u16 pairs)
 		pairs = 1;
 	priv->curr_queue_pairs = pairs;
 	/* Cannot fail: at most num_tx_queues and not registered yet. */
-	pvnet_set_real_queues(priv, pairs);
+	pvnet_set_real_queues(priv, pairs, pairs);
 }
 
 static int pvnet_probe(struct virtio_device *vdev)
@@ -883,6 +939,7 @@ static int pvnet_probe(struct virtio_device *vdev)
 	dev->needed_headroom = PVNET_HDR_LEN;
 	pvnet_init_features(priv);
 	pvnet_init_addr_mtu(priv);
+	pvnet_xdp_features_init(dev);
 
 	err = pvnet_ctrl_alloc(priv);
 	if (err)
@@ -957,6 +1014,9 @@ static void pvnet_remove(struct virtio_device *vdev)
 	/* Closes the interface: NAPI and tx are stopped, refill cancelled. */
 	unregister_netdev(dev);
 	cancel_delayed_work_sync(&priv->refill);
+	/* Unregistering detached any XDP program; be sure of it. */
+	if (rcu_access_pointer(priv->xdp_prog))
+		bpf_prog_put(rcu_replace_pointer(priv->xdp_prog, NULL, true));
 
 	pvnet_del_vqs(priv);
 	pvnet_free_queues(priv);
@@ -1002,10 +1062,11 @@ static int pvnet_restore(struct virtio_device *vdev)
 	virtio_device_ready(vdev);
 
 	/* A reset device uses one pair and all negotiated offloads. */
-	if (priv->curr_queue_pairs > 1 &&
-	    pvnet_ctrl_set_queue_pairs(priv, priv->curr_queue_pairs)) {
-		pvnet_set_real_queues(priv, 1);
+	if (pvnet_rx_pairs(priv) > 1 &&
+	    pvnet_ctrl_set_queue_pairs(priv, pvnet_rx_pairs(priv))) {
+		pvnet_set_real_queues(priv, 1, 1);
 		priv->curr_queue_pairs = 1;
+		priv->xdp_queue_pairs = 0;
 	}
 	if (priv->guest_offloads_enabled != priv->guest_offloads_capable &&
 	    pvnet_ctrl_set_guest_offloads(priv, priv->guest_offloads_enabled))

@@ -42,6 +42,13 @@
 #define PVNET_RX_HEADROOM	XDP_PACKET_HEADROOM
 /* Mergeable buffer sizes are multiples of this (token encoding). */
 #define PVNET_MRG_ALIGN		256
+/* Token bits: (truesize / PVNET_MRG_ALIGN - 1), and the tailroom flag. */
+#define PVNET_MRG_SIZE_MASK	0x0fUL
+#define PVNET_MRG_ROOM		0x10UL
+/* Room an XDP buffer keeps at its end for the frags' shared info. */
+#define PVNET_XDP_TAILROOM	SKB_DATA_ALIGN(sizeof(struct skb_shared_info))
+/* XDP_TX frames collected in one poll before they are sent together. */
+#define PVNET_XDP_TX_BULK	16
 /* Smallest and largest data area of a mergeable buffer. */
 #define PVNET_MRG_MIN_LEN	1536
 #define PVNET_MRG_MAX_TRUESIZE	PAGE_SIZE
@@ -66,6 +73,17 @@ struct pvnet_rx_batch {
 	u64 gso_packets;
 	u64 gso_bytes;
 	u64 merged;
+	u64 xdp_packets;
+	u64 xdp_drops;
+	u64 xdp_tx;
+	u64 xdp_tx_drops;
+	u64 xdp_redirects;
+	u64 xdp_aborted;
+	/* The program for this poll (NULL: none attached). */
+	struct bpf_prog *prog;
+	bool xdp_flush;			/* xdp_do_flush() needed */
+	unsigned int n_tx;
+	struct xdp_frame *tx[PVNET_XDP_TX_BULK];
 };
 
 /* An skb under construction from mergeable or big buffers. */
@@ -147,6 +165,39 @@ int pvnet_rxq_init(struct pvnet_rxq *rxq)
 	return 0;
 }
 
+/*
+ * Register the queue with XDP: its memory model says how frames that left
+ * it (XDP_TX, redirects) give their pages back.
+ */
+int pvnet_rxq_xdp_reg(struct pvnet_rxq *rxq)
+{
+	struct pvnet_priv *priv = rxq->priv;
+	int err;
+
+	err = pvnet_xdp_rxq_reg(&rxq->xdp_rxq, priv->dev, rxq - priv->rxq,
+				&rxq->napi, 0);
+	if (err)
+		return err;
+	err = xdp_rxq_info_reg_mem_model(&rxq->xdp_rxq,
+					 rxq->pool ? MEM_TYPE_PAGE_POOL :
+						     MEM_TYPE_PAGE_SHARED,
+					 rxq->pool);
+	if (err) {
+		xdp_rxq_info_unreg(&rxq->xdp_rxq);
+		return err;
+	}
+	rxq->xdp_rxq_reg = true;
+	return 0;
+}
+
+/* Before the queue's page_pool is destroyed. */
+void pvnet_rxq_xdp_unreg(struct pvnet_rxq *rxq)
+{
+	if (rxq->xdp_rxq_reg)
+		xdp_rxq_info_unreg(&rxq->xdp_rxq);
+	rxq->xdp_rxq_reg = false;
+}
+
 /* Release the allocator state; every buffer must have been freed. */
 void pvnet_rxq_fini(struct pvnet_rxq *rxq)
 {
@@ -167,11 +218,15 @@ void pvnet_rx_vq_done(struct virtqueue *vq)
 	pvnet_vq_napi_schedule(&priv->rxq[pvnet_rxq_index(vq)].napi, vq);
 }
 
-/* Mergeable tokens: buffer address | (truesize / PVNET_MRG_ALIGN - 1). */
-static void *pvnet_mrg_token(void *buf, unsigned int truesize)
+/*
+ * Mergeable tokens: buffer address | (truesize / PVNET_MRG_ALIGN - 1),
+ * plus PVNET_MRG_ROOM when the buffer was posted with XDP tailroom.
+ */
+static void *pvnet_mrg_token(void *buf, unsigned int truesize, bool room)
 {
 	return (void *)((unsigned long)buf |
-			(truesize / PVNET_MRG_ALIGN - 1));
+			(truesize / PVNET_MRG_ALIGN - 1) |
+			(room ? PVNET_MRG_ROOM : 0));
 }
 
 static void *pvnet_mrg_buf(void *token)
@@ -181,8 +236,20 @@ static void *pvnet_mrg_buf(void *token)
 
 static unsigned int pvnet_mrg_truesize(void *token)
 {
-	return (((unsigned long)token & (PVNET_MRG_ALIGN - 1)) + 1) *
+	return (((unsigned long)token & PVNET_MRG_SIZE_MASK) + 1) *
 	       PVNET_MRG_ALIGN;
+}
+
+static bool pvnet_mrg_has_room(void *token)
+{
+	return (unsigned long)token & PVNET_MRG_ROOM;
+}
+
+/* Bytes the device may have written into the buffer of @token. */
+static unsigned int pvnet_mrg_capacity(void *token)
+{
+	return pvnet_mrg_truesize(token) - PVNET_RX_HEADROOM -
+	       (pvnet_mrg_has_room(token) ? PVNET_XDP_TAILROOM : 0);
 }
 
 /* Drop the reference a mergeable buffer holds on its page. */
@@ -251,14 +318,23 @@ static int pvnet_rx_add_small(struct pvnet_rxq *rxq, gfp_t gfp, bool in_napi)
 	return err;
 }
 
-/* Buffer size for the next mergeable buffer, from the average packet. */
-static unsigned int pvnet_mrg_next_truesize(struct pvnet_rxq *rxq)
+/*
+ * Buffer size for the next mergeable buffer, from the average packet;
+ * with XDP, plus the tailroom, and a whole frame for a program that
+ * cannot take frags (pvnet_xdp_check_mtu() keeps that within a page).
+ */
+static unsigned int pvnet_mrg_next_truesize(struct pvnet_rxq *rxq,
+					    unsigned int tailroom)
 {
+	struct pvnet_priv *priv = rxq->priv;
 	unsigned int len = ewma_pvnet_rx_len_read(&rxq->len_avg);
 
+	if (tailroom && priv->rx_linear)
+		len = max(len, PVNET_HDR_LEN + ETH_HLEN + VLAN_HLEN +
+			  READ_ONCE(priv->dev->mtu));
 	len = clamp_t(unsigned int, len, PVNET_MRG_MIN_LEN,
-		      PVNET_MRG_MAX_TRUESIZE - PVNET_RX_HEADROOM);
-	return ALIGN(PVNET_RX_HEADROOM + len, PVNET_MRG_ALIGN);
+		      PVNET_MRG_MAX_TRUESIZE - PVNET_RX_HEADROOM - tailroom);
+	return ALIGN(PVNET_RX_HEADROOM + len + tailroom, PVNET_MRG_ALIGN);
 }
 
 static void *pvnet_mrg_alloc(struct pvnet_rxq *rxq, unsigned int truesize,
@@ -292,7 +368,8 @@ static void *pvnet_mrg_alloc(struct pvnet_rxq *rxq, unsigned int truesize,
 static int pvnet_rx_add_mergeable(struct pvnet_rxq *rxq, gfp_t gfp,
 				  bool in_napi)
 {
-	unsigned int truesize = pvnet_mrg_next_truesize(rxq);
+	unsigned int tailroom = READ_ONCE(rxq->priv->rx_tailroom);
+	unsigned int truesize = pvnet_mrg_next_truesize(rxq, tailroom);
 	struct scatterlist sg;
 	void *buf;
 	int err;
@@ -302,9 +379,10 @@ static int pvnet_rx_add_mergeable(struct pvnet_rxq *rxq, gfp_t gfp,
 		return -ENOMEM;
 
 	sg_init_one(&sg, buf + PVNET_RX_HEADROOM,
-		    truesize - PVNET_RX_HEADROOM);
+		    truesize - PVNET_RX_HEADROOM - tailroom);
 	err = virtqueue_add_inbuf(rxq->vq, &sg, 1,
-				  pvnet_mrg_token(buf, truesize), gfp);
+				  pvnet_mrg_token(buf, truesize, tailroom),
+				  gfp);
 	if (unlikely(err))
 		pvnet_mrg_put(rxq, buf, in_napi);
 	return err;
@@ -423,7 +501,7 @@ void pvnet_refill_work(struct work_struct *work)
 	bool oom = false;
 	unsigned int i;
 
-	for (i = 0; i < priv->curr_queue_pairs; i++) {
+	for (i = 0; i < pvnet_rx_pairs(priv); i++) {
 		struct pvnet_rxq *rxq = &priv->rxq[i];
 
 		napi_disable(&rxq->napi);
@@ -633,6 +711,323 @@ static bool pvnet_rx_mrg_add(struct pvnet_rxq *rxq, struct pvnet_rx_skb *rs,
 	return pvnet_rx_skb_add(rxq, rs, page, offset, len, truesize);
 }
 
+/* Give back the @left remaining buffers of a packet from the used ring. */
+static void pvnet_rx_mrg_discard(struct pvnet_rxq *rxq, unsigned int left,
+				 struct pvnet_rx_batch *batch)
+{
+	unsigned int len;
+	void *token;
+
+	while (left--) {
+		token = virtqueue_get_buf(rxq->vq, &len);
+		if (unlikely(!token)) {
+			batch->errors++;
+			return;
+		}
+		pvnet_mrg_put(rxq, pvnet_mrg_buf(token), true);
+	}
+}
+
+/* A fresh page-sized rx buffer (from the pool when there is one). */
+static void *pvnet_rx_alloc_page_buf(struct pvnet_rxq *rxq)
+{
+	unsigned int offset;
+	struct page *page;
+
+	if (rxq->pool) {
+		page = pvnet_page_pool_alloc_frag(rxq->pool, &offset, PAGE_SIZE,
+						  GFP_ATOMIC | __GFP_NOWARN);
+		return page ? page_address(page) + offset : NULL;
+	}
+	page = alloc_page(GFP_ATOMIC | __GFP_NOWARN);
+	return page ? page_address(page) : NULL;
+}
+
+/*
+ * Copy a packet into a fresh page laid out for XDP (headroom, then the
+ * header and frame, then tailroom): for buffers posted before a program
+ * was attached, or a frame spread over several buffers for a program that
+ * takes no frags.  Consumes the packet's buffers.  Returns the new buffer
+ * (truesize PAGE_SIZE; *@len updated) or NULL if the frame does not fit.
+ */
+static void *pvnet_xdp_linearize(struct pvnet_rxq *rxq, void *buf,
+				 unsigned int *len, u16 num_buffers,
+				 struct pvnet_rx_batch *batch)
+{
+	unsigned int max = PAGE_SIZE - PVNET_RX_HEADROOM - PVNET_XDP_TAILROOM;
+	unsigned int total = *len, blen, i;
+	void *nbuf, *token;
+
+	nbuf = pvnet_rx_alloc_page_buf(rxq);
+	if (nbuf && total <= max)
+		memcpy(nbuf + PVNET_RX_HEADROOM, buf + PVNET_RX_HEADROOM, total);
+	pvnet_mrg_put(rxq, buf, true);
+
+	for (i = 1; i < num_buffers; i++) {
+		token = virtqueue_get_buf(rxq->vq, &blen);
+		if (unlikely(!token)) {
+			batch->errors++;
+			total = max + 1;
+			break;
+		}
+		batch->merged++;
+		if (unlikely(blen > pvnet_mrg_capacity(token))) {
+			batch->errors++;
+			total = max + 1;
+		} else if (nbuf && total + blen <= max) {
+			memcpy(nbuf + PVNET_RX_HEADROOM + total,
+			       pvnet_mrg_buf(token) + PVNET_RX_HEADROOM, blen);
+		}
+		total += blen;
+		pvnet_mrg_put(rxq, pvnet_mrg_buf(token), true);
+	}
+
+	if (nbuf && total <= max) {
+		*len = total;
+		return nbuf;
+	}
+	if (nbuf)
+		pvnet_mrg_put(rxq, nbuf, true);
+	return NULL;
+}
+
+#if PVNET_XDP_FRAGS
+/*
+ * Attach the packet's other @n buffers to @xdp as frags (their shared
+ * info lives in the first buffer's tailroom); their truesizes go to
+ * @truesize.  False if the packet must be dropped: every buffer has then
+ * been taken off the ring, those not in the frags already given back.
+ */
+static bool pvnet_xdp_add_frags(struct pvnet_rxq *rxq, struct xdp_buff *xdp,
+				unsigned int n, unsigned int *truesize,
+				struct pvnet_rx_batch *batch)
+{
+	struct skb_shared_info *sinfo = xdp_get_shared_info_from_buff(xdp);
+	unsigned int i, len;
+	void *token, *fbuf;
+	struct page *page;
+	bool ok = true;
+
+	sinfo->nr_frags = 0;
+	sinfo->xdp_frags_size = 0;
+	xdp_buff_set_frags_flag(xdp);
+
+	for (i = 0; i < n; i++) {
+		token = virtqueue_get_buf(rxq->vq, &len);
+		if (unlikely(!token)) {
+			batch->errors++;
+			return false;
+		}
+		batch->merged++;
+		fbuf = pvnet_mrg_buf(token);
+		if (unlikely(len > pvnet_mrg_capacity(token))) {
+			batch->errors++;
+			ok = false;
+		} else if (unlikely(sinfo->nr_frags == MAX_SKB_FRAGS)) {
+			batch->drops++;
+			ok = false;
+		}
+		if (!ok || !len) {
+			pvnet_mrg_put(rxq, fbuf, true);
+			continue;
+		}
+		page = virt_to_head_page(fbuf);
+		truesize[sinfo->nr_frags] = pvnet_mrg_truesize(token);
+		pvnet_frag_set(&sinfo->frags[sinfo->nr_frags++], page,
+			       fbuf - page_address(page) + PVNET_RX_HEADROOM,
+			       len);
+		sinfo->xdp_frags_size += len;
+	}
+	return ok;
+}
+
+static unsigned int pvnet_xdp_nr_frags(struct xdp_buff *xdp)
+{
+	return xdp_buff_has_frags(xdp) ?
+	       xdp_get_shared_info_from_buff(xdp)->nr_frags : 0;
+}
+#else
+static bool pvnet_xdp_add_frags(struct pvnet_rxq *rxq, struct xdp_buff *xdp,
+				unsigned int n, unsigned int *truesize,
+				struct pvnet_rx_batch *batch)
+{
+	/* Not reached: without frags support every frame is linearized. */
+	pvnet_rx_mrg_discard(rxq, n, batch);
+	return false;
+}
+
+static unsigned int pvnet_xdp_nr_frags(struct xdp_buff *xdp)
+{
+	return 0;
+}
+#endif
+
+/* Give back the buffers of a frame XDP did not pass on. */
+static void pvnet_xdp_put_buff(struct pvnet_rxq *rxq, struct xdp_buff *xdp,
+			       void *buf)
+{
+	unsigned int i, nr = pvnet_xdp_nr_frags(xdp);
+	struct skb_shared_info *sinfo = xdp_get_shared_info_from_buff(xdp);
+
+	for (i = 0; i < nr; i++)
+		pvnet_mrg_put(rxq, skb_frag_address(&sinfo->frags[i]), true);
+	pvnet_mrg_put(rxq, buf, true);
+}
+
+/*
+ * XDP_PASS: an skb from what the program left in @xdp (its head, maybe
+ * moved or trimmed, and its frags), with the device's header.
+ */
+static void pvnet_xdp_pass(struct pvnet_rxq *rxq, struct xdp_buff *xdp,
+			   void *buf, unsigned int truesize,
+			   const unsigned int *frag_truesize,
+			   struct virtio_net_hdr_v1 *hdr, void *orig_data,
+			   struct pvnet_rx_batch *batch)
+{
+	struct skb_shared_info *sinfo = xdp_get_shared_info_from_buff(xdp);
+	unsigned int i, nr = pvnet_xdp_nr_frags(xdp);
+	unsigned int len = xdp->data_end - xdp->data;
+	struct page *page = virt_to_head_page(buf);
+	struct pvnet_rx_skb rs = {};
+	bool used = false;
+
+	/* A partial checksum's start is relative to the frame's start. */
+	if (hdr->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM)
+		hdr->csum_start =
+			cpu_to_virtio16(rxq->priv->vdev,
+					virtio16_to_cpu(rxq->priv->vdev,
+							hdr->csum_start) +
+					(orig_data - xdp->data));
+
+	if (!pvnet_rx_skb_start(rxq, &rs, xdp->data, len, page,
+				xdp->data - page_address(page), truesize,
+				&used))
+		batch->drops++;
+
+	/* The frags' descriptions live in @buf: read them before it goes. */
+	for (i = 0; i < nr; i++) {
+		skb_frag_t *frag = &sinfo->frags[i];
+
+		if (rs.head &&
+		    unlikely(!pvnet_rx_skb_add(rxq, &rs, skb_frag_page(frag),
+					       skb_frag_off(frag),
+					       skb_frag_size(frag),
+					       frag_truesize[i]))) {
+			batch->drops++;
+			dev_kfree_skb_any(rs.head);
+			rs.head = NULL;
+		}
+		if (!rs.head)
+			pvnet_mrg_put(rxq, skb_frag_address(frag), true);
+	}
+	if (!used)
+		pvnet_mrg_put(rxq, buf, true);
+	if (rs.head)
+		pvnet_rx_deliver(rxq, rs.head, hdr, batch);
+}
+
+/* Send the XDP_TX frames collected in this poll. */
+static void pvnet_xdp_tx_flush(struct pvnet_rxq *rxq,
+			       struct pvnet_rx_batch *batch)
+{
+	unsigned int i, sent;
+
+	sent = pvnet_xdp_xmit_frames(rxq->priv, batch->tx, batch->n_tx, true);
+	for (i = sent; i < batch->n_tx; i++)
+		xdp_return_frame_rx_napi(batch->tx[i]);
+	batch->xdp_tx += sent;
+	batch->xdp_tx_drops += batch->n_tx - sent;
+	batch->n_tx = 0;
+}
+
+/*
+ * Run the XDP program on a packet in mergeable buffers (header copied to
+ * @hdr, first buffer @token with @len bytes).  Frames reach the program
+ * with PVNET_RX_HEADROOM in front and PVNET_XDP_TAILROOM behind: buffers
+ * posted without that room, and multi-buffer frames for a program that
+ * does not take frags, are copied into one page first.
+ */
+static void pvnet_rx_mrg_xdp(struct pvnet_rxq *rxq, void *token,
+			     unsigned int len, struct virtio_net_hdr_v1 *hdr,
+			     u16 num_buffers, struct pvnet_rx_batch *batch)
+{
+	unsigned int frag_truesize[MAX_SKB_FRAGS];
+	unsigned int truesize = pvnet_mrg_truesize(token);
+	struct bpf_prog *prog = batch->prog;
+	struct net_device *dev = rxq->priv->dev;
+	void *buf = pvnet_mrg_buf(token);
+	struct xdp_frame *xdpf;
+	struct xdp_buff xdp;
+	void *orig_data;
+	u32 act;
+
+	/* Left from before the guest offloads were turned off for XDP. */
+	if (unlikely(hdr->gso_type != VIRTIO_NET_HDR_GSO_NONE)) {
+		batch->drops++;
+		pvnet_mrg_put(rxq, buf, true);
+		pvnet_rx_mrg_discard(rxq, num_buffers - 1, batch);
+		return;
+	}
+
+	if (!pvnet_mrg_has_room(token) ||
+	    (num_buffers > 1 && !pvnet_prog_has_frags(prog))) {
+		buf = pvnet_xdp_linearize(rxq, buf, &len, num_buffers, batch);
+		if (!buf) {
+			batch->drops++;
+			return;
+		}
+		truesize = PAGE_SIZE;
+		num_buffers = 1;
+	}
+
+	pvnet_xdp_prepare(&xdp, truesize, &rxq->xdp_rxq, buf,
+			  PVNET_RX_HEADROOM + PVNET_HDR_LEN, len - PVNET_HDR_LEN);
+	if (num_buffers > 1 &&
+	    !pvnet_xdp_add_frags(rxq, &xdp, num_buffers - 1, frag_truesize,
+				 batch)) {
+		pvnet_xdp_put_buff(rxq, &xdp, buf);
+		return;
+	}
+
+	batch->xdp_packets++;
+	orig_data = xdp.data;
+	act = bpf_prog_run_xdp(prog, &xdp);
+	switch (act) {
+	case XDP_PASS:
+		pvnet_xdp_pass(rxq, &xdp, buf, truesize, frag_truesize, hdr,
+			       orig_data, batch);
+		return;
+	case XDP_TX:
+		xdpf = xdp_convert_buff_to_frame(&xdp);
+		if (unlikely(!xdpf))
+			break;
+		batch->tx[batch->n_tx++] = xdpf;
+		if (batch->n_tx == PVNET_XDP_TX_BULK)
+			pvnet_xdp_tx_flush(rxq, batch);
+		return;
+	case XDP_REDIRECT:
+		if (unlikely(xdp_do_redirect(dev, &xdp, prog)))
+			break;
+		batch->xdp_redirects++;
+		batch->xdp_flush = true;
+		return;
+	case XDP_DROP:
+		batch->xdp_drops++;
+		pvnet_xdp_put_buff(rxq, &xdp, buf);
+		return;
+	case XDP_ABORTED:
+		break;
+	default:
+		pvnet_warn_invalid_xdp_action(dev, prog, act);
+		break;
+	}
+
+	/* XDP_ABORTED, an unknown action, or an action that failed. */
+	trace_xdp_exception(dev, prog, act);
+	batch->xdp_aborted++;
+	pvnet_xdp_put_buff(rxq, &xdp, buf);
+}
+
 /*
  * A packet in mergeable buffers: the first one (@token, @len bytes used)
  * holds the header, whose num_buffers says how many more follow.  Those
@@ -652,8 +1047,7 @@ static void pvnet_rx_mergeable(struct pvnet_rxq *rxq, void *token,
 	u16 num_buffers;
 	bool used;
 
-	if (unlikely(len < PVNET_HDR_LEN ||
-		     len > truesize - PVNET_RX_HEADROOM)) {
+	if (unlikely(len < PVNET_HDR_LEN || len > pvnet_mrg_capacity(token))) {
 		net_dbg_ratelimited("%s: bad rx length %u\n",
 				    priv->dev->name, len);
 		batch->errors++;
@@ -668,6 +1062,11 @@ static void pvnet_rx_mergeable(struct pvnet_rxq *rxq, void *token,
 	if (unlikely(!num_buffers)) {
 		batch->errors++;
 		pvnet_mrg_put(rxq, buf, true);
+		return;
+	}
+
+	if (batch->prog) {
+		pvnet_rx_mrg_xdp(rxq, token, len, &hdr, num_buffers, batch);
 		return;
 	}
 
@@ -694,7 +1093,7 @@ static void pvnet_rx_mergeable(struct pvnet_rxq *rxq, void *token,
 		truesize = pvnet_mrg_truesize(token);
 		batch->merged++;
 
-		if (unlikely(len > truesize - PVNET_RX_HEADROOM ||
+		if (unlikely(len > pvnet_mrg_capacity(token) ||
 			     total + len > PVNET_RX_MAX_FRAME)) {
 			net_dbg_ratelimited("%s: bad rx length %u (+%u)\n",
 					    priv->dev->name, len, total);
@@ -789,7 +1188,11 @@ int pvnet_rx_poll(struct napi_struct *napi, int budget)
 
 	BUILD_BUG_ON(PVNET_RX_BIG_MAX_PAGES > MAX_SKB_FRAGS);
 	BUILD_BUG_ON(PVNET_MRG_MAX_TRUESIZE / PVNET_MRG_ALIGN >
-		     PVNET_MRG_ALIGN);
+		     PVNET_MRG_SIZE_MASK + 1);
+
+	/* The program stays valid until rcu_read_unlock() (5.10 needs it). */
+	rcu_read_lock();
+	batch.prog = rcu_dereference(rxq->priv->xdp_prog);
 
 	while (done < budget && (buf = virtqueue_get_buf(vq, &len))) {
 		switch (mode) {
@@ -805,6 +1208,12 @@ int pvnet_rx_poll(struct napi_struct *napi, int budget)
 		}
 		done++;
 	}
+
+	if (batch.n_tx)
+		pvnet_xdp_tx_flush(rxq, &batch);
+	if (batch.xdp_flush)
+		xdp_do_flush();
+	rcu_read_unlock();
 
 	/*
 	 * Refill once the ring is half empty.  A zero budget means netpoll,
@@ -827,6 +1236,12 @@ int pvnet_rx_poll(struct napi_struct *napi, int budget)
 		u64_stats_add(&rxq->stats.gso_packets, batch.gso_packets);
 		u64_stats_add(&rxq->stats.gso_bytes, batch.gso_bytes);
 		u64_stats_add(&rxq->stats.merged_buffers, batch.merged);
+		u64_stats_add(&rxq->stats.xdp_packets, batch.xdp_packets);
+		u64_stats_add(&rxq->stats.xdp_drops, batch.xdp_drops);
+		u64_stats_add(&rxq->stats.xdp_tx, batch.xdp_tx);
+		u64_stats_add(&rxq->stats.xdp_tx_drops, batch.xdp_tx_drops);
+		u64_stats_add(&rxq->stats.xdp_redirects, batch.xdp_redirects);
+		u64_stats_add(&rxq->stats.xdp_aborted, batch.xdp_aborted);
 		u64_stats_update_end(&rxq->stats.syncp);
 	}
 

@@ -75,14 +75,30 @@ static void pvnet_tx_count_wake(struct pvnet_txq *txq)
 	u64_stats_update_end(&txq->stats.syncp);
 }
 
+/* Free a tx token the device no longer owns (process or BH context). */
+void pvnet_tx_free_token(void *token)
+{
+	if (pvnet_tx_token_is_xdp(token))
+		xdp_return_frame(pvnet_tx_token_frame(token));
+	else
+		dev_kfree_skb_any(token);
+}
+
 /* Reclaim the buffers the device has finished with. */
 static void pvnet_tx_free_old(struct pvnet_txq *txq, struct netdev_queue *ntxq,
 			      int budget)
 {
 	unsigned int pkts = 0, bytes = 0, len;
 	struct sk_buff *skb;
+	void *token;
 
-	while ((skb = virtqueue_get_buf(txq->vq, &len))) {
+	while ((token = virtqueue_get_buf(txq->vq, &len))) {
+		if (pvnet_tx_token_is_xdp(token)) {
+			/* Not counted by BQL: only skbs are. */
+			xdp_return_frame(pvnet_tx_token_frame(token));
+			continue;
+		}
+		skb = token;
 		pkts++;
 		bytes += skb->len;
 		napi_consume_skb(skb, budget);
@@ -336,8 +352,141 @@ void pvnet_tx_open(struct pvnet_txq *txq)
 	/* With nothing in flight BQL can safely start over. */
 	if (txq->vq->num_free == virtqueue_get_vring_size(txq->vq))
 		netdev_tx_reset_queue(ntxq);
+	else
+		/*
+		 * Buffers added before the pause may never have been
+		 * announced (an xmit_more batch cut short), or the device
+		 * may have set them aside while their queue pair was
+		 * disabled: tell it again.
+		 */
+		virtqueue_notify(txq->vq);
 	pvnet_tx_maybe_stop(txq, ntxq);
 	__netif_tx_unlock_bh(ntxq);
+}
+
+/*
+ * Called at open for a tx queue that carries only XDP frames: it is
+ * reaped by the XDP transmit path, so its interrupt stays off.
+ */
+void pvnet_tx_open_xdp(struct pvnet_txq *txq)
+{
+	struct netdev_queue *ntxq = pvnet_ntxq(txq);
+
+	__netif_tx_lock_bh(ntxq);
+	virtqueue_disable_cb(txq->vq);
+	pvnet_tx_free_old(txq, ntxq, 0);
+	if (txq->vq->num_free != virtqueue_get_vring_size(txq->vq))
+		virtqueue_notify(txq->vq);
+	__netif_tx_unlock_bh(ntxq);
+}
+
+/*
+ * Queue one XDP frame: the virtio-net header (all zero: no offloads) goes
+ * into the frame's headroom, the data and any fragments follow.
+ */
+static int pvnet_tx_add_xdp(struct pvnet_txq *txq, struct xdp_frame *xdpf)
+{
+	struct skb_shared_info *sinfo = NULL;
+	unsigned int i, nr_frags = 0;
+	struct scatterlist *sg = txq->sg;
+
+	if (pvnet_xdp_frame_has_frags(xdpf)) {
+		sinfo = xdp_get_shared_info_from_frame(xdpf);
+		nr_frags = sinfo->nr_frags;
+	}
+	if (unlikely(xdpf->headroom < PVNET_HDR_LEN ||
+		     nr_frags + 1 > ARRAY_SIZE(txq->sg)))
+		return -EOVERFLOW;
+	if (unlikely(txq->vq->num_free < nr_frags + 1))
+		return -ENOSPC;
+
+	xdpf->data -= PVNET_HDR_LEN;
+	xdpf->len += PVNET_HDR_LEN;
+	xdpf->headroom -= PVNET_HDR_LEN;
+	memset(xdpf->data, 0, PVNET_HDR_LEN);
+
+	sg_init_table(sg, nr_frags + 1);
+	sg_set_buf(&sg[0], xdpf->data, xdpf->len);
+	for (i = 0; i < nr_frags; i++) {
+		skb_frag_t *frag = &sinfo->frags[i];
+
+		sg_set_page(&sg[i + 1], skb_frag_page(frag),
+			    skb_frag_size(frag), skb_frag_off(frag));
+	}
+
+	return virtqueue_add_outbuf(txq->vq, sg, nr_frags + 1,
+				    (void *)((unsigned long)xdpf |
+					     PVNET_TX_XDP), GFP_ATOMIC);
+}
+
+/*
+ * Send XDP frames (XDP_TX or redirected here) on this CPU's XDP tx queue:
+ * its own pair when there are XDP pairs, else one of the stack's queues.
+ * Either way under that queue's tx lock, which also serializes with the
+ * stack's xmit and the tx NAPI.  Returns how many frames were queued; the
+ * caller owns the rest.  Called with BH disabled.
+ */
+int pvnet_xdp_xmit_frames(struct pvnet_priv *priv, struct xdp_frame **frames,
+			  int n, bool kick)
+{
+	unsigned int cpu = smp_processor_id();
+	struct netdev_queue *ntxq;
+	struct pvnet_txq *txq;
+	unsigned int q;
+	int sent = 0;
+
+	if (priv->xdp_queue_pairs)
+		q = priv->curr_queue_pairs + cpu % priv->xdp_queue_pairs;
+	else
+		q = cpu % priv->curr_queue_pairs;
+	txq = &priv->txq[q];
+	ntxq = netdev_get_tx_queue(priv->dev, q);
+
+	__netif_tx_lock(ntxq, cpu);
+	/* XDP-only queues are reaped here, and nowhere else while in use. */
+	pvnet_tx_free_old(txq, ntxq, 0);
+	while (sent < n && !pvnet_tx_add_xdp(txq, frames[sent]))
+		sent++;
+
+	u64_stats_update_begin(&txq->stats.syncp);
+	u64_stats_add(&txq->stats.xdp_tx, sent);
+	u64_stats_add(&txq->stats.xdp_tx_drops, n - sent);
+	u64_stats_update_end(&txq->stats.syncp);
+
+	if (kick && sent)
+		pvnet_tx_kick(txq);
+	__netif_tx_unlock(ntxq);
+	return sent;
+}
+
+/*
+ * Watchdog recovery for a queue that stopped making progress: notify the
+ * device of what is queued and reclaim what it has completed, through
+ * NAPI or here.
+ */
+void pvnet_tx_recover(struct pvnet_txq *txq)
+{
+	struct netdev_queue *ntxq = pvnet_ntxq(txq);
+	struct pvnet_priv *priv = txq->priv;
+
+	__netif_tx_lock_bh(ntxq);
+	virtqueue_notify(txq->vq);
+	if (!priv->napi_tx) {
+		pvnet_tx_free_old(txq, ntxq, 0);
+		if (netif_tx_queue_stopped(ntxq) &&
+		    txq->vq->num_free >= PVNET_TX_STOP_THRESH) {
+			virtqueue_disable_cb(txq->vq);
+			netif_tx_wake_queue(ntxq);
+			pvnet_tx_count_wake(txq);
+		}
+	}
+	__netif_tx_unlock_bh(ntxq);
+
+	if (priv->napi_tx) {
+		local_bh_disable();
+		pvnet_vq_napi_schedule(&txq->napi, txq->vq);
+		local_bh_enable();
+	}
 }
 
 /*
@@ -356,13 +505,13 @@ bool pvnet_tx_reap(struct pvnet_txq *txq)
 	return empty;
 }
 
-/* Free the tx skbs still owned by a reset device. */
+/* Free the tx buffers still owned by a reset device. */
 void pvnet_tx_free_unused(struct pvnet_txq *txq)
 {
-	struct sk_buff *skb;
+	void *token;
 
-	while ((skb = virtqueue_detach_unused_buf(txq->vq)))
-		dev_kfree_skb(skb);
+	while ((token = virtqueue_detach_unused_buf(txq->vq)))
+		pvnet_tx_free_token(token);
 
 	netdev_tx_reset_queue(pvnet_ntxq(txq));
 }
