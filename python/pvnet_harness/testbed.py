@@ -142,36 +142,51 @@ class TestBed:
     def dut_tap(self) -> str:
         return self.profile.nic("dut").tap
 
-    def dut_if(self) -> str:
-        """The DUT's current netdev name (it changes across driver reloads)."""
-        pci = self.profile.nic("dut").pci
+    def nic_if(self, role: str = "dut") -> str:
+        """A NIC's current netdev name (it changes across driver reloads)."""
+        pci = self.profile.nic(role).pci
         out = self.g.sh(f"ls /sys/bus/pci/devices/{pci}/virtio*/net/ 2>/dev/null")
         names = out.split()
         if len(names) != 1:
-            self.g.fail(f"expected one netdev under the DUT {pci}, found {names}")
+            self.g.fail(f"expected one netdev under the {role} NIC {pci}, found {names}")
         return names[0]
 
-    def dut_virtio(self) -> str:
-        pci = self.profile.nic("dut").pci
+    def dut_if(self) -> str:
+        return self.nic_if("dut")
+
+    def nic_virtio(self, role: str = "dut") -> str:
+        pci = self.profile.nic(role).pci
         return self.g.sh(f"basename /sys/bus/pci/devices/{pci}/virtio*")
 
-    def dut_driver(self) -> str:
-        """The virtio driver the DUT is bound to ("" when unbound)."""
-        virtio = self.dut_virtio()
+    def dut_virtio(self) -> str:
+        return self.nic_virtio("dut")
+
+    def nic_driver(self, role: str = "dut") -> str:
+        """The virtio driver a NIC is bound to ("" when unbound)."""
+        virtio = self.nic_virtio(role)
         return self.g.sh(f"basename \"$(readlink /sys/bus/virtio/devices/{virtio}/driver)\" "
                          f"2>/dev/null || true")
 
-    def bind_dut(self, driver: str) -> str:
-        """Move the DUT to another virtio driver (pvnet, virtio_net) through sysfs unbind/bind,
-        then address it again (the netdev is recreated); returns the new netdev name."""
-        virtio = self.dut_virtio()
-        current = self.dut_driver()
+    def dut_driver(self) -> str:
+        return self.nic_driver("dut")
+
+    def bind_nic(self, role: str, driver: str) -> str:
+        """Move a NIC to another virtio driver (pvnet, virtio_net) through sysfs unbind/bind;
+        returns the new netdev name (the netdev is recreated, down and unaddressed)."""
+        virtio = self.nic_virtio(role)
+        current = self.nic_driver(role)
         if current != driver:
             if current:
                 self.g.sh(f"echo {virtio} > /sys/bus/virtio/drivers/{current}/unbind")
             self.g.sh(f"echo {virtio} > /sys/bus/virtio/drivers/{driver}/bind")
-        if self.dut_driver() != driver:
-            self.g.fail(f"DUT {virtio} did not bind to {driver}")
+        if self.nic_driver(role) != driver:
+            self.g.fail(f"{role} NIC {virtio} did not bind to {driver}")
+        return self.nic_if(role)
+
+    def bind_dut(self, driver: str) -> str:
+        """Move the DUT to another virtio driver, then address it again; returns the new
+        netdev name."""
+        self.bind_nic("dut", driver)
         return self.setup_dut()
 
     def setup_dut(self) -> str:
@@ -227,12 +242,14 @@ class TestBed:
         and the failure carries the DUT's transmit state (counters, BQL, kernel log)."""
         secs = max(1, int(timeout))
         # A finished child stays a zombie until `wait` reaps it: "alive" means not in state Z.
-        res = self.g.run(f"p=$(cat /tmp/{name}.pid); t=0; "
+        # The deadline is the guest clock's, not a count of sleeps: a loaded TCG guest sleeps
+        # long, and the host must not give up on the console before the guest does.
+        res = self.g.run(f"p=$(cat /tmp/{name}.pid); end=$(($(date +%s) + {secs})); "
                          f"alive() {{ [ \"$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null)\" ] && "
                          f"[ \"$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null)\" != Z ]; }}; "
-                         f"while alive && [ $t -lt {secs * 5} ]; do sleep 0.2; t=$((t+1)); done; "
+                         f"while alive && [ $(date +%s) -lt $end ]; do sleep 0.2; done; "
                          f"if alive; then echo still-running; (exit 124); else wait $p; fi",
-                         timeout=timeout + 30, check=False)
+                         timeout=timeout + 60, check=False)
         if res.rc != 0:
             log = self.g.run(f"cat /tmp/{name}.log", check=False).out
             state = self.dut_state() if res.rc == 124 else ""
@@ -247,7 +264,8 @@ class TestBed:
             f"for q in /sys/class/net/{dev}/queues/tx-*; do "
             f"echo $q inflight=$(cat $q/byte_queue_limits/inflight) "
             f"limit=$(cat $q/byte_queue_limits/limit) timeouts=$(cat $q/tx_timeout); done; "
-            f"tc -s qdisc show dev {dev}; dmesg | tail -n 30", timeout=60, check=False).out
+            f"tc -s qdisc show dev {dev}; ss -tni; dmesg | tail -n 30", timeout=60,
+            check=False).out
 
     def sha256(self, path: str) -> str:
         return self.g.sh(f"sha256sum {path}", timeout=180).split()[0]

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
@@ -432,25 +433,28 @@ class CapturedFrame:
 
 
 @dataclass
-class VnetSniffer:
-    """AF_PACKET capture on a tap with PACKET_VNET_HDR: sees the guest's virtio header too.
-
-    Frames the guest transmits arrive at the host tap as received packets; each comes with
-    the virtio_net_hdr the guest driver wrote, so checksum offload can be checked exactly.
-    """
+class TapReader:
+    """A thread reading the frames that arrive at a host-side interface of the netns (AF_PACKET;
+    frames going out of it, towards the guest, are skipped). Subclasses take each frame in
+    on_frame(). Use as a context manager."""
 
     lab: NetLab
     iface: str
-    frames: list[CapturedFrame] = field(default_factory=list)
-    _sock: socket.socket | None = None
-    _thread: threading.Thread | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
+    _sock: socket.socket | None = field(default=None, kw_only=True)
+    _thread: threading.Thread | None = field(default=None, kw_only=True)
+    _stop: threading.Event = field(default_factory=threading.Event, kw_only=True)
 
-    def __enter__(self) -> VnetSniffer:
-        s = _packet_socket(self.lab, self.iface)
-        s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-        # 64 KiB GSO frames: a default-sized buffer overflows while the reader lags
+    def configure(self, s: socket.socket) -> None:
+        """Socket options before the first read (subclasses add theirs)."""
+        # 64 KiB GSO frames or long floods: a default-sized buffer overflows while we lag
         s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+
+    def on_frame(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        s = _packet_socket(self.lab, self.iface)
+        self.configure(s)
         s.settimeout(0.2)
         self._sock = s
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -466,13 +470,8 @@ class VnetSniffer:
                 continue
             except OSError:
                 return
-            if addr[2] == PACKET_OUTGOING:
-                continue  # frames towards the guest
-            flags, gso, hlen, gsz, cstart, coff = struct.unpack("<BBHHHH", data[:VNET_HDR_LEN])
-            self.frames.append(
-                CapturedFrame(data[VNET_HDR_LEN:], bool(flags & VIRTIO_NET_HDR_F_NEEDS_CSUM),
-                              cstart, coff, gso, gsz, hlen)
-            )
+            if addr[2] != PACKET_OUTGOING:
+                self.on_frame(data)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -481,3 +480,119 @@ class VnetSniffer:
         if self._sock is not None:
             self._sock.close()
 
+
+@dataclass
+class VnetSniffer(TapReader):
+    """AF_PACKET capture on a tap with PACKET_VNET_HDR: sees the guest's virtio header too.
+
+    Frames the guest transmits arrive at the host tap as received packets; each comes with
+    the virtio_net_hdr the guest driver wrote, so checksum offload can be checked exactly.
+    """
+
+    frames: list[CapturedFrame] = field(default_factory=list)
+
+    def configure(self, s: socket.socket) -> None:
+        s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        super().configure(s)
+
+    def on_frame(self, data: bytes) -> None:
+        flags, gso, hlen, gsz, cstart, coff = struct.unpack("<BBHHHH", data[:VNET_HDR_LEN])
+        self.frames.append(
+            CapturedFrame(data[VNET_HDR_LEN:], bool(flags & VIRTIO_NET_HDR_F_NEEDS_CSUM),
+                          cstart, coff, gso, gsz, hlen)
+        )
+
+
+# ---------------------------------------------------------------- sequence-numbered UDP floods
+
+
+def udp_flood_seq(frame: bytes, dport: int) -> int | None:
+    """The sequence number of a udp_flood_frames() frame (IPv4, UDP to `dport`, payload: a
+    big-endian number then zero bytes), or None for any other frame or a damaged one."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+        return None
+    l4 = 14 + (frame[14] & 0xF) * 4
+    if len(frame) < l4 + 8:
+        return None
+    port, length = struct.unpack("!HH", frame[l4 + 2 : l4 + 6])
+    payload = frame[l4 + 8 : l4 + length]
+    if port != dport or len(payload) < 4 or len(payload) != length - 8 or payload[4:].strip(b"\0"):
+        return None
+    return int(struct.unpack("!I", payload[:4])[0])
+
+
+@dataclass
+class FloodTally:
+    """What arrived of a flood of `count` numbered frames."""
+
+    count: int
+    received: int = 0
+    seen: set[int] = field(default_factory=set)
+    bad: int = 0
+
+    @property
+    def unique(self) -> int:
+        return len(self.seen)
+
+    def add(self, seq: int | None) -> None:
+        self.received += 1
+        if seq is None or seq >= self.count:
+            self.bad += 1
+        else:
+            self.seen.add(seq)
+
+    def summary(self) -> dict[str, int]:
+        return {"received": self.received, "unique": self.unique, "bad": self.bad}
+
+
+@dataclass
+class FloodCatcher(TapReader):
+    """Counts the numbered UDP frames to `dport` that the guest sends out of a tap: the host
+    end of XDP_TX and redirect floods. Other frames (ARP, IPv6 ND...) are ignored; test
+    frames that arrive damaged (or, with dst_mac, addressed elsewhere) count as bad."""
+
+    dport: int = 9
+    count: int = 0
+    dst_mac: str = ""
+    tally: FloodTally = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tally = FloodTally(self.count)
+
+    def on_frame(self, data: bytes) -> None:
+        if len(data) < 38 or data[12:14] != b"\x08\x00" or data[23] != 17:
+            return
+        l4 = 14 + (data[14] & 0xF) * 4
+        if len(data) < l4 + 4 or struct.unpack("!H", data[l4 + 2 : l4 + 4])[0] != self.dport:
+            return
+        good_mac = not self.dst_mac or data[:6] == bytes.fromhex(self.dst_mac.replace(":", ""))
+        self.tally.add(udp_flood_seq(data, self.dport) if good_mac else None)
+
+    def wait(self, timeout: float, settle: float = 0.5) -> FloodTally:
+        """Wait until every frame arrived (or timeout), then `settle` s more for extras."""
+        deadline = time.monotonic() + timeout
+        while self.tally.received < self.count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(settle)
+        return self.tally
+
+
+def send_paced(lab: NetLab, iface: str, frames: list[Packet], delivered: Callable[[], int],
+               window: int = 128, stall: float = 10) -> int:
+    """Send frames out of a host interface, keeping at most `window` of them in flight
+    (sent minus delivered()), so a flood the guest sends back never overruns a ring. After
+    `stall` seconds without progress the rest goes out unpaced (the caller's count then
+    shows what was lost). Returns how many were sent."""
+    raw = [bytes(f) for f in frames]
+    paced = True
+    with _packet_socket(lab, iface) as s:
+        for sent, frame in enumerate(raw):
+            last, since = delivered(), time.monotonic()
+            while paced and sent - delivered() >= window:
+                if delivered() != last:
+                    last, since = delivered(), time.monotonic()
+                elif time.monotonic() - since > stall:
+                    paced = False
+                time.sleep(0.001)
+            s.send(frame)
+    return len(raw)
