@@ -312,8 +312,10 @@ static void pvnet_get_queue_stats_tx(struct net_device *dev, int idx,
 }
 
 /*
- * Pairs not in use now still count towards the device totals: their
- * counters are summed and mapped like a single queue's.
+ * Queues not in use now still count towards the device totals: their
+ * counters are summed and mapped like a single queue's.  The rx queues
+ * of XDP-only pairs are in use (the stack lists them), their tx queues
+ * are not netdev queues.
  */
 static void pvnet_get_base_stats(struct net_device *dev,
 				 struct netdev_queue_stats_rx *rx,
@@ -325,9 +327,11 @@ static void pvnet_get_base_stats(struct net_device *dev,
 	unsigned int q, i;
 
 	for (q = priv->curr_queue_pairs; q < priv->max_queue_pairs; q++) {
-		pvnet_rxq_stats_read(&priv->rxq[q].stats, rx_v);
-		for (i = 0; i < PVNET_RXQ_STATS_NUM; i++)
-			rx_sum[i] += rx_v[i];
+		if (q >= pvnet_rx_pairs(priv)) {
+			pvnet_rxq_stats_read(&priv->rxq[q].stats, rx_v);
+			for (i = 0; i < PVNET_RXQ_STATS_NUM; i++)
+				rx_sum[i] += rx_v[i];
+		}
 		pvnet_txq_stats_read(&priv->txq[q].stats, tx_v);
 		for (i = 0; i < PVNET_TXQ_STATS_NUM; i++)
 			tx_sum[i] += tx_v[i];

@@ -79,9 +79,16 @@ static void pvnet_up(struct pvnet_priv *priv)
 	bool need_refill = false;
 	unsigned int i;
 
-	for (i = 0; i < rx_pairs; i++)
+	for (i = 0; i < rx_pairs; i++) {
 		if (!pvnet_rx_refill(&priv->rxq[i], GFP_KERNEL, false))
 			need_refill = true;
+		/*
+		 * A device that ran out of buffers while the queue was paused
+		 * (or its pair disabled) may wait for a notification that a
+		 * refill of an already full ring would not send.
+		 */
+		virtqueue_notify(priv->rxq[i].vq);
+	}
 
 	for (i = 0; i < rx_pairs; i++)
 		napi_enable(&priv->rxq[i].napi);
