@@ -9,7 +9,11 @@ interleaved (pvnet, virtio_net, pvnet, virtio_net...). Each round measures, per 
 - UDP 64-byte frames (18-byte payload) per second, each direction, counted by the receiver
   (iperf3 -u -b 0),
 - TCP request/response latency p50/p99 (sockperf ping-pong, full round trip, 64-byte
-  messages; the client runs on the host so the host clock times it).
+  messages; the client runs on the host so the host clock times it),
+- XDP_DROP and XDP_TX packets per second: the host floods 64-byte UDP frames into the DUT's
+  tap as fast as it can while tests/bpf/xdp_drop.o or xdp_tx_swap.o is attached in driver
+  mode; the rate is taken over the flood's steady middle: the driver's rx xdp_drops counter
+  (DROP) or the frames that come back to the host's tap (TX), per second.
 
 Output: bench.json (every round + environment + summary), bench.md (table), bench.png (plot).
 This is a measurement, never a test: nothing here asserts on a number.
@@ -18,6 +22,7 @@ This is a measurement, never a test: nothing here asserts on a number.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -32,11 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from . import REPO_ROOT, read_version
+from .bpf import BpfBuildError, build_all
 from .demo import iperf_mbps
 from .guest import GuestError, Profile, choose_accel, load_profile, vhost_usable
 from .netlab import NetLab
-from .testbed import DUT_V4, HOST_V4, TestBed
+from .testbed import DUT_V4, HOST_V4, TestBed, queue_sum
+from .traffic import FloodCatcher, blast_frames, udp_flood_frames
 from .util import CommandError, progress, run
+from .xdp import XDP_TEST_PORT, GuestXdp
 
 DRIVERS = ("pvnet", "virtio_net")
 IPERF_PORT = 5201
@@ -74,8 +82,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("udp_rx_pps", "UDP 64 B host->guest", "pkt/s", True),
     Metric("rr_p50_us", "TCP RR latency p50", "us", False),
     Metric("rr_p99_us", "TCP RR latency p99", "us", False),
+    Metric("xdp_drop_pps", "XDP_DROP 64 B host->guest", "pkt/s", True),
+    Metric("xdp_tx_pps", "XDP_TX 64 B reflected to the host", "pkt/s", True),
     *_cpu_metrics(),
 )
+XDP_PROGS = {"xdp_drop_pps": "xdp_drop", "xdp_tx_pps": "xdp_tx_swap"}
+XDP_WARMUP = 1.0  # seconds of flood before the rate is taken
 
 
 # ---------------------------------------------------------------- parsers
@@ -430,6 +442,7 @@ class BenchRun:
     samples: list[Sample] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     clk_tck: int = 100
+    xdp: GuestXdp | None = None  # None: the XDP programs did not build, no XDP metrics
 
     def guest_iperf(self, args: str) -> tuple[dict[str, Any], str, str]:
         """iperf3 client in the guest -> (its JSON report, /proc/stat cpu line before, after);
@@ -505,6 +518,54 @@ class BenchRun:
             return {"rr_p50_us": lat["p50"], "rr_p99_us": lat["p99"]}
 
         self.record(driver, rnd, "rr", rr_run)
+        if self.xdp is None:
+            return
+        for metric in XDP_PROGS:
+
+            def xdp_run(metric: str = metric) -> dict[str, float]:
+                return {metric: self.xdp_pps(metric)}
+
+            self.record(driver, rnd, metric.removesuffix("_pps"), xdp_run)
+
+    def xdp_pps(self, metric: str) -> float:
+        """Flood the DUT with 64-byte UDP frames to the XDP test port while the metric's
+        program is attached; packets per second over `duration` s of the flood's middle."""
+        assert self.xdp is not None
+        bed, prog = self.bed, XDP_PROGS[metric]
+        dev = bed.dut_if()
+        host_mac = bed.net.run(["cat", "/sys/class/net/br0/address"]).strip()
+        frames = [bytes(f) for f in udp_flood_frames(host_mac, bed.dut_mac, HOST_V4, DUT_V4, 256,
+                                                     dport=XDP_TEST_PORT, size=UDP_PAYLOAD)]
+        # the flood runs in its own process: a thread would share the GIL with the catcher
+        mp = multiprocessing.get_context("fork")
+        stop = mp.Event()
+        with self.xdp.attached(dev, prog), \
+                FloodCatcher(bed.net, bed.dut_tap, XDP_TEST_PORT, len(frames)) as back:
+
+            def count() -> tuple[float, float]:
+                """(frames so far, when): the DUT's drop counter (read in the guest, timed
+                at the middle of the read) or the frames back at the tap."""
+                if prog == "xdp_tx_swap":
+                    return back.tally.received, time.monotonic()
+                t0 = time.monotonic()
+                drops = queue_sum(bed.ethtool_stats(), "rx", "xdp_drops")
+                return drops, (t0 + time.monotonic()) / 2
+
+            sender = mp.Process(target=blast_frames, daemon=True,
+                                args=(bed.net, bed.dut_tap, frames, stop))
+            sender.start()
+            try:
+                time.sleep(XDP_WARMUP)
+                n1, t1 = count()
+                time.sleep(self.duration)
+                n2, t2 = count()
+            finally:
+                stop.set()
+                sender.join(30)
+                if sender.is_alive():
+                    sender.kill()
+        time.sleep(1)  # let the guest drain the tap's backlog before the next run
+        return (n2 - n1) / (t2 - t1)
 
 
 def switch_to(bed: TestBed, driver: str) -> dict[str, str]:
@@ -547,8 +608,15 @@ def run_bench(bed: TestBed, out: Path, rounds: int = 5, duration: int = 3) -> Be
             "guest_kernel": bed.g.sh("uname -r"), "udp_payload_bytes": UDP_PAYLOAD,
             "rr_message_bytes": RR_MSG,
             "tools": {"stream/udp": "iperf3 (client in the guest, server on the host bridge)",
-                      "rr": "sockperf ping-pong --tcp --full-rtt (client on the host)"}}
+                      "rr": "sockperf ping-pong --tcp --full-rtt (client on the host)",
+                      "xdp": "AF_PACKET flood from the host into the DUT's tap; xdp_drop.o / "
+                             "xdp_tx_swap.o attached with ip link xdpdrv"}}
     bench = BenchRun(bed, duration, clk_tck=int(bed.g.sh("getconf CLK_TCK")))
+    try:
+        bench.xdp = GuestXdp(bed.g, build_all())
+        bench.xdp.install()
+    except BpfBuildError as err:  # the other metrics still run
+        bench.failures.append(failure("", 0, "xdp programs", err))
     infos: dict[str, dict[str, str]] = {}
     channels: dict[str, str] = {}
     with iperf_server(bed.net):

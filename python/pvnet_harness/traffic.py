@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Protocol, Self
 
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
@@ -596,3 +596,24 @@ def send_paced(lab: NetLab, iface: str, frames: list[Packet], delivered: Callabl
                 time.sleep(0.001)
             s.send(frame)
     return len(raw)
+
+
+class StopFlag(Protocol):
+    """threading.Event or multiprocessing's Event."""
+
+    def is_set(self) -> bool: ...
+
+
+def blast_frames(lab: NetLab, iface: str, frames: list[bytes], stop: StopFlag) -> int:
+    """Send the frames round and round out of a host interface, as fast as one socket goes,
+    until `stop` is set; returns how many were sent. (A tap drops what its ring cannot take.)"""
+    sent = 0
+    with _packet_socket(lab, iface) as s:
+        while not stop.is_set():
+            for frame in frames:
+                try:
+                    s.send(frame)
+                except BlockingIOError:
+                    continue
+                sent += 1
+    return sent

@@ -105,3 +105,10 @@ def test_flood_frames_numbered_and_checked() -> None:
     for seq in (0, 1, 1, None, 7):
         tally.add(seq)
     assert tally.summary() == {"received": 5, "unique": 2, "bad": 2}
+
+
+def test_bench_xdp_metrics_use_built_programs() -> None:
+    from pvnet_harness.bench import METRICS, XDP_PROGS
+
+    assert set(XDP_PROGS) <= {m.name for m in METRICS}
+    assert set(XDP_PROGS.values()) <= set(program_names()[0])
