@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-/* bpf_warn_invalid_xdp_action(dev, prog, act) (5.17 on; before: (act)). */
+/*
+ * bpf_warn_invalid_xdp_action(dev, prog, act) (5.17 on; before: (act)).
+ */
 #include <linux/filter.h>
 #include <linux/netdevice.h>
 

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-/* net_device.xdp_features and its setters (6.3 on). */
+/*
+ * net_device.xdp_features and its setters (6.3 on).
+ */
 #include <linux/netdevice.h>
 #include <net/xdp.h>
 

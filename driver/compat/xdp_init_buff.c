@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-/* xdp_init_buff() / xdp_prepare_buff() (5.12 on). */
+/*
+ * xdp_init_buff() / xdp_prepare_buff() (5.12 on).
+ */
 #include <linux/bpf.h>
 #include <linux/netdevice.h>
 #include <net/xdp.h>
