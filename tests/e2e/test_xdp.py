@@ -338,6 +338,9 @@ def _meminfo(bed: TestBed) -> dict[str, int]:
     return {k: int(v.split()[0]) for k, _, v in (ln.partition(":") for ln in out.splitlines()) if v}
 
 
+MEM_SLACK_MIB = 32  # virtio_net of 6.1 loses < 1 MiB in this test
+
+
 def _wait_count(read: Callable[[], int], want: int, timeout: float = 15) -> int:
     deadline = time.monotonic() + timeout
     while (got := read()) != want and time.monotonic() < deadline:
@@ -386,11 +389,18 @@ def test_attach_replace_detach_100_times_under_traffic(bed_xdp: TestBed, progs: 
     assert x.prog_id(dev) is None
     assert _wait_count(x.prog_count, prog_base) == prog_base, "BPF programs leaked"
     assert _wait_count(x.map_count, map_base) == map_base, "BPF maps leaked"
-    mem = _meminfo(bed)
-    lost = (mem_base["MemAvailable"] - mem["MemAvailable"]) // 1024
-    print(f"MemAvailable {mem_base['MemAvailable']} -> {mem['MemAvailable']} KiB, "
-          f"Slab {mem_base['Slab']} -> {mem['Slab']} KiB")
-    assert lost < 32, f"MemAvailable down by {lost} MiB after 100 attach cycles"
+    # page_pool gives pages back from a retry worker: allow it a few seconds
+    deadline = time.monotonic() + 10
+    while True:
+        mem = _meminfo(bed)
+        lost = (mem_base["MemAvailable"] - mem["MemAvailable"]) // 1024
+        if lost < MEM_SLACK_MIB or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    moved = {k: (mem[k] - v) // 1024 for k, v in mem_base.items()
+             if k in mem and abs(mem[k] - v) >= 1024}
+    print(f"MemAvailable down {lost} MiB; /proc/meminfo fields that moved (MiB): {moved}")
+    assert lost < MEM_SLACK_MIB, f"MemAvailable down by {lost} MiB after 100 attach cycles: {moved}"
 
 
 # ---------------------------------------------------------------- refusals and multi-buffer
