@@ -24,8 +24,10 @@ PEER_V6 = "2001:db8::3"
 
 
 def queue_counter(stats: dict[str, int], direction: str, name: str) -> dict[int, int]:
-    """One per-queue counter of `ethtool -S` ("rx"/"tx", e.g. "packets") -> {queue: value}."""
-    pat = re.compile(rf"{direction}_queue_(\d+)_{name}")
+    """One per-queue counter of `ethtool -S` ("rx"/"tx", e.g. "packets") -> {queue: value}.
+    Names are rx_queue_<q>_<name> (pvnet, virtio_net before 6.9) or rx<q>_<name> (virtio_net
+    since 6.9)."""
+    pat = re.compile(rf"{direction}(?:_queue_)?(\d+)_{name}")
     return {int(m.group(1)): v for k, v in stats.items() if (m := pat.fullmatch(k))}
 
 

@@ -421,6 +421,20 @@ def test_refused_without_mergeable_buffers(bed_xdp: TestBed, progs: BpfPrograms)
     assert x.prog_id(dev) is None
 
 
+def _jumbo_ping(bed: TestBed) -> tuple[bool, str]:
+    """3 pings of 9000-byte IP packets to the host; on failure, where they got lost: what the
+    host's tap and the DUT's counters saw meanwhile."""
+    tap0, dut0 = bed.net.link_stats(bed.dut_tap), bed.ethtool_stats()
+    res = bed.g.run(f"ping -c 3 -i 0.2 -W 3 -M do -s {JUMBO - 28} {HOST_V4}", check=False)
+    if res.rc == 0:
+        return True, ""
+    tap1, dut1 = bed.net.link_stats(bed.dut_tap), bed.ethtool_stats()
+    tap = {k: tap1[k] - v for k, v in tap0.items() if k in tap1 and tap1[k] != v}
+    dut = {k: dut1[k] - v for k, v in dut0.items() if k in dut1 and dut1[k] != v}
+    return False, (f"{res.out}\nhost tap {bed.dut_tap} moved (rx = from the guest): {tap}\n"
+                   f"DUT ethtool -S moved: {dut}")
+
+
 def test_mtu_above_a_page_needs_a_frags_program(bed_xdp: TestBed, progs: BpfPrograms,
                                                 tmp_path: Path) -> None:
     """At MTU 9000 a single-buffer program is refused; an xdp.frags one is accepted where
@@ -428,10 +442,10 @@ def test_mtu_above_a_page_needs_a_frags_program(bed_xdp: TestBed, progs: BpfProg
     then pass through it intact."""
     bed, x = bed_xdp, GuestXdp(bed_xdp.g, progs)
     dev = bed.dut_if()
-    jumbo_ping = f"ping -c 3 -i 0.2 -W 3 -M do -s {JUMBO - 28} {HOST_V4}"
     bed.g.sh(f"ip link set {dev} mtu {JUMBO}")
     try:
-        bed.g.sh(jumbo_ping)  # the path carries 9000-byte frames without a program
+        ok, why = _jumbo_ping(bed)
+        assert ok, f"9000-byte pings fail without any program: {why}"
         res = x.attach(dev, "xdp_pass", check=False)
         assert res.rc != 0, "single-buffer XDP attached at MTU 9000"
         assert re.search(r"mtu|frag", res.out, re.I), res.out
@@ -444,10 +458,8 @@ def test_mtu_above_a_page_needs_a_frags_program(bed_xdp: TestBed, progs: BpfProg
             return
         assert res.rc == 0, res.out
         try:
-            ping = bed.g.run(jumbo_ping, check=False)
-            counts = x.counters(dev)
-            stats = {k: v for k, v in bed.ethtool_stats().items() if "xdp" in k and v}
-            assert ping.rc == 0, f"jumbo ping through xdp.frags: {ping.out}\n{counts}\n{stats}"
+            ok, why = _jumbo_ping(bed)
+            assert ok, f"9000-byte pings fail through xdp.frags: {why}\n{x.counters(dev)}"
             start_both_ways(bed, tmp_path, 4 * MIB, tag="jumbo")()
             counts = x.counters(dev)
         finally:

@@ -63,3 +63,13 @@ def test_queue_counter_and_sum_pick_one_counter_per_queue() -> None:
     assert queue_sum(st, "rx", "packets") == 7
     assert queue_sum(st, "rx", "gso_packets") == 100
     assert queue_sum(st, "tx", "bytes") == 0
+
+
+def test_queue_counter_both_naming_schemes() -> None:
+    from pvnet_harness.testbed import queue_counter, queue_sum
+
+    pvnet = {"rx_queue_0_xdp_drops": 3, "rx_queue_1_xdp_drops": 4, "rx_queue_0_drops": 9}
+    assert queue_counter(pvnet, "rx", "xdp_drops") == {0: 3, 1: 4}
+    virtio_612 = {"rx0_xdp_drops": 5, "rx1_xdp_drops": 6, "rx_xdp_drops": 11, "tx0_xdp_tx": 1}
+    assert queue_counter(virtio_612, "rx", "xdp_drops") == {0: 5, 1: 6}
+    assert queue_sum(virtio_612, "tx", "xdp_tx") == 1
