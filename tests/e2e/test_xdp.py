@@ -26,7 +26,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from pvnet_harness import REPO_ROOT
 from pvnet_harness.bpf import BPF_SRC, BpfPrograms, build_all
 from pvnet_harness.guest import load_profile
 from pvnet_harness.testbed import (
@@ -68,9 +67,6 @@ def _pvnet_only(why: str) -> None:
 
 @pytest.fixture(scope="module")
 def progs() -> BpfPrograms:
-    if DRIVER == "pvnet" and not (REPO_ROOT / "driver" / "pvnet_xdp.c").exists():
-        pytest.skip("pvnet has no XDP yet (no driver/pvnet_xdp.c); "
-                    "PVNET_XDP_DRIVER=virtio_net runs these tests against the in-tree driver")
     return build_all()
 
 
@@ -167,7 +163,7 @@ def _target(bed: TestBed) -> str:
 
 def test_per_queue_xdp_counters_listed(bed_xdp: TestBed) -> None:
     stats = bed_xdp.ethtool_stats()
-    queues = sorted(queue_counter(stats, "rx", "packets"))
+    queues = sorted(queue_counter(stats, "rx", "drops"))
     assert queues, "no per-queue counters at all"
     for name in RX_COUNTERS[DRIVER]:
         assert sorted(queue_counter(stats, "rx", name)) == queues, f"rx_queue_<q>_{name}"
@@ -422,10 +418,13 @@ def test_refused_without_mergeable_buffers(bed_xdp: TestBed, progs: BpfPrograms)
 
 
 def _jumbo_ping(bed: TestBed) -> tuple[bool, str]:
-    """3 pings of 9000-byte IP packets to the host; on failure, where they got lost: what the
-    host's tap and the DUT's counters saw meanwhile."""
+    """Pings of 9000-byte IP packets to the host until 3 replies came back (20 s at most: rx
+    buffers posted before an attach may lack XDP's headroom, and a driver may drop what lands
+    in them); on failure, where they got lost: what the host's tap and the DUT's counters saw
+    meanwhile."""
     tap0, dut0 = bed.net.link_stats(bed.dut_tap), bed.ethtool_stats()
-    res = bed.g.run(f"ping -c 3 -i 0.2 -W 3 -M do -s {JUMBO - 28} {HOST_V4}", check=False)
+    res = bed.g.run(f"ping -c 3 -w 20 -i 0.05 -M do -s {JUMBO - 28} {HOST_V4}", check=False,
+                    timeout=60)
     if res.rc == 0:
         return True, ""
     tap1, dut1 = bed.net.link_stats(bed.dut_tap), bed.ethtool_stats()
