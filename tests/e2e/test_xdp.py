@@ -15,8 +15,8 @@ XDP_TX shares the stack's tx queues; plus a redirect target NIC and a small-buff
 DUT with 4 pairs on 2 vCPUs (dedicated XDP tx queues).
 
 Seen with the in-tree driver: virtio_net of 6.1 once logged a WARNING in skb_try_coalesce during
-the attach cycles under traffic (1 run of 3), which the dmesg check reports as an error; on 5.10
-it cannot attach at all with 2 pairs on 2 vCPUs (it needs a spare tx queue per CPU).
+the attach cycles under traffic (1 run of 3), which the dmesg check reports as an error. The
+tests were not run against virtio_net of 5.10, which wants a spare tx queue per CPU for XDP.
 """
 
 from __future__ import annotations
