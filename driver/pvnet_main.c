@@ -1021,9 +1021,6 @@ static void pvnet_remove(struct virtio_device *vdev)
 	/* Closes the interface: NAPI and tx are stopped, refill cancelled. */
 	unregister_netdev(dev);
 	cancel_delayed_work_sync(&priv->refill);
-	/* Unregistering detached any XDP program; be sure of it. */
-	if (rcu_access_pointer(priv->xdp_prog))
-		bpf_prog_put(rcu_replace_pointer(priv->xdp_prog, NULL, true));
 
 	pvnet_del_vqs(priv);
 	pvnet_free_queues(priv);

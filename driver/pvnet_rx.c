@@ -329,7 +329,7 @@ static unsigned int pvnet_mrg_next_truesize(struct pvnet_rxq *rxq,
 	struct pvnet_priv *priv = rxq->priv;
 	unsigned int len = ewma_pvnet_rx_len_read(&rxq->len_avg);
 
-	if (tailroom && priv->rx_linear)
+	if (tailroom && READ_ONCE(priv->rx_linear))
 		len = max(len, PVNET_HDR_LEN + ETH_HLEN + VLAN_HLEN +
 			  READ_ONCE(priv->dev->mtu));
 	len = clamp_t(unsigned int, len, PVNET_MRG_MIN_LEN,

@@ -69,6 +69,19 @@ static int pvnet_xdp_check(struct pvnet_priv *priv, struct bpf_prog *prog,
 }
 
 /*
+ * Rx buffers for @prog: tailroom while any program is attached, and a
+ * whole frame per buffer for one without frags.  New buffers follow at
+ * once; each buffer's token says how it was posted.
+ */
+static void pvnet_xdp_set_rx_layout(struct pvnet_priv *priv,
+				    const struct bpf_prog *prog)
+{
+	WRITE_ONCE(priv->rx_tailroom,
+		   prog ? SKB_DATA_ALIGN(sizeof(struct skb_shared_info)) : 0);
+	WRITE_ONCE(priv->rx_linear, prog && !pvnet_prog_has_frags(prog));
+}
+
+/*
  * Attach, replace or detach.  Replacing one program by another is a
  * pointer swap: the rx poll reads the pointer once per poll under RCU, and
  * the old program is freed only after a grace period (bpf_prog_put).
@@ -91,7 +104,7 @@ static int pvnet_xdp_set(struct pvnet_priv *priv, struct bpf_prog *prog,
 
 	if (!!old == !!prog) {
 		rcu_assign_pointer(priv->xdp_prog, prog);
-		WRITE_ONCE(priv->rx_linear, prog && !pvnet_prog_has_frags(prog));
+		pvnet_xdp_set_rx_layout(priv, prog);
 		if (old)
 			bpf_prog_put(old);
 		return 0;
@@ -108,7 +121,7 @@ static int pvnet_xdp_set(struct pvnet_priv *priv, struct bpf_prog *prog,
 	if (err) {
 		pvnet_config_err(dev, extack,
 				 "the device refused to change its guest offloads");
-		goto err_restore;
+		goto err_undo;
 	}
 	err = pvnet_apply_pairs(priv, priv->curr_queue_pairs,
 				pvnet_xdp_pairs_for(priv,
@@ -116,10 +129,9 @@ static int pvnet_xdp_set(struct pvnet_priv *priv, struct bpf_prog *prog,
 	if (err) {
 		pvnet_config_err(dev, extack,
 				 "the device refused the XDP queue pairs");
-		goto err_offloads;
+		goto err_undo;
 	}
-	priv->rx_tailroom = prog ? SKB_DATA_ALIGN(sizeof(struct skb_shared_info)) : 0;
-	priv->rx_linear = prog && !pvnet_prog_has_frags(prog);
+	pvnet_xdp_set_rx_layout(priv, prog);
 
 	pvnet_resume(priv, was_active);
 	pvnet_update_affinity(priv);
@@ -131,15 +143,11 @@ static int pvnet_xdp_set(struct pvnet_priv *priv, struct bpf_prog *prog,
 		    prog ? "attached" : "detached", priv->xdp_queue_pairs);
 	return 0;
 
-err_offloads:
+err_undo:
+	/* Sends nothing if the offloads never changed. */
 	rcu_assign_pointer(priv->xdp_prog, old);
 	if (pvnet_sync_guest_offloads(priv, dev->features))
 		netdev_err(dev, "could not restore the guest offloads\n");
-	pvnet_resume(priv, was_active);
-	return err;
-
-err_restore:
-	rcu_assign_pointer(priv->xdp_prog, old);
 	pvnet_resume(priv, was_active);
 	return err;
 }
