@@ -247,8 +247,8 @@ class TestBed:
         # The deadline is the guest clock's, not a count of sleeps: a loaded TCG guest sleeps
         # long, and the host must not give up on the console before the guest does.
         res = self.g.run(f"p=$(cat /tmp/{name}.pid); end=$(($(date +%s) + {secs})); "
-                         f"alive() {{ [ \"$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null)\" ] && "
-                         f"[ \"$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null)\" != Z ]; }}; "
+                         f"alive() {{ s=$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null); "
+                         f"[ -n \"$s\" ] && [ \"$s\" != Z ]; }}; "
                          f"while alive && [ $(date +%s) -lt $end ]; do sleep 0.2; done; "
                          f"if alive; then echo still-running; (exit 124); else wait $p; fi",
                          timeout=timeout + 60, check=False)
