@@ -100,7 +100,7 @@ static void pvnet_up(struct pvnet_priv *priv)
 	if (need_refill)
 		pvnet_refill_schedule(priv, 0);
 
-	netif_tx_start_all_queues(priv->dev);
+	/* Each stack queue is woken there, its qdisc run again. */
 	for (i = 0; i < priv->curr_queue_pairs; i++)
 		pvnet_tx_open(&priv->txq[i]);
 	for (; i < rx_pairs; i++)

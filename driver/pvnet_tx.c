@@ -339,7 +339,10 @@ int pvnet_tx_poll(struct napi_struct *napi, int budget)
 	return 0;
 }
 
-/* Called at open, after the tx queues were started. */
+/*
+ * Called at open and when the data path resumes: start the stack's tx
+ * queue @txq.
+ */
 void pvnet_tx_open(struct pvnet_txq *txq)
 {
 	struct netdev_queue *ntxq = pvnet_ntxq(txq);
@@ -360,6 +363,14 @@ void pvnet_tx_open(struct pvnet_txq *txq)
 		 * disabled: tell it again.
 		 */
 		virtqueue_notify(txq->vq);
+	/*
+	 * Wake, not just start: the qdisc may hold packets from before the
+	 * pause, and starting the queue would not run it again.  TCP then
+	 * waits for those packets to leave (TSQ, and no retransmit of an
+	 * skb still queued in the host) and the flow stalls for good.  The
+	 * qdisc runs once the lock is dropped.
+	 */
+	netif_tx_wake_queue(ntxq);
 	pvnet_tx_maybe_stop(txq, ntxq);
 	__netif_tx_unlock_bh(ntxq);
 }
