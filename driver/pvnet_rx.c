@@ -743,25 +743,46 @@ static void *pvnet_rx_alloc_page_buf(struct pvnet_rxq *rxq)
 	return page ? page_address(page) : NULL;
 }
 
+/* Bytes of frame (with the virtio header) a page-sized XDP buffer holds. */
+#define PVNET_XDP_PAGE_ROOM \
+	(PAGE_SIZE - PVNET_RX_HEADROOM - PVNET_XDP_TAILROOM)
+
 /*
- * Copy a packet into a fresh page laid out for XDP (headroom, then the
- * header and frame, then tailroom): for buffers posted before a program
- * was attached, or a frame spread over several buffers for a program that
- * takes no frags.  Consumes the packet's buffers.  Returns the new buffer
- * (truesize PAGE_SIZE; *@len updated) or NULL if the frame does not fit.
+ * Copy a packet's first buffer (@len bytes) into a fresh page laid out for
+ * XDP: headroom, then the header and data, then tailroom.  Consumes @buf.
+ * Returns the new buffer (truesize PAGE_SIZE), or NULL when allocation
+ * failed or @len does not fit.
+ */
+static void *pvnet_xdp_copy_first(struct pvnet_rxq *rxq, void *buf,
+				  unsigned int len)
+{
+	void *nbuf = NULL;
+
+	if (len <= PVNET_XDP_PAGE_ROOM) {
+		nbuf = pvnet_rx_alloc_page_buf(rxq);
+		if (nbuf)
+			memcpy(nbuf + PVNET_RX_HEADROOM,
+			       buf + PVNET_RX_HEADROOM, len);
+	}
+	pvnet_mrg_put(rxq, buf, true);
+	return nbuf;
+}
+
+/*
+ * Copy a whole packet into one such page: a frame spread over several
+ * buffers for a program that takes no frags, or in buffers posted before
+ * the program was attached.  Consumes the packet's buffers.  Returns the
+ * new buffer (*@len updated) or NULL if the frame does not fit.
  */
 static void *pvnet_xdp_linearize(struct pvnet_rxq *rxq, void *buf,
 				 unsigned int *len, u16 num_buffers,
 				 struct pvnet_rx_batch *batch)
 {
-	unsigned int max = PAGE_SIZE - PVNET_RX_HEADROOM - PVNET_XDP_TAILROOM;
+	unsigned int max = PVNET_XDP_PAGE_ROOM;
 	unsigned int total = *len, blen, i;
 	void *nbuf, *token;
 
-	nbuf = pvnet_rx_alloc_page_buf(rxq);
-	if (nbuf && total <= max)
-		memcpy(nbuf + PVNET_RX_HEADROOM, buf + PVNET_RX_HEADROOM, total);
-	pvnet_mrg_put(rxq, buf, true);
+	nbuf = pvnet_xdp_copy_first(rxq, buf, total);
 
 	for (i = 1; i < num_buffers; i++) {
 		token = virtqueue_get_buf(rxq->vq, &blen);
@@ -969,8 +990,22 @@ static void pvnet_rx_mrg_xdp(struct pvnet_rxq *rxq, void *token,
 		return;
 	}
 
-	if (!pvnet_mrg_has_room(token) ||
-	    (num_buffers > 1 && !pvnet_prog_has_frags(prog))) {
+	if (num_buffers > 1 && pvnet_prog_has_frags(prog)) {
+		/*
+		 * The other buffers become frags as they are; only the first
+		 * needs the tailroom, for the frags' shared info.
+		 */
+		if (!pvnet_mrg_has_room(token)) {
+			buf = pvnet_xdp_copy_first(rxq, buf, len);
+			if (!buf) {
+				batch->drops++;
+				pvnet_rx_mrg_discard(rxq, num_buffers - 1,
+						     batch);
+				return;
+			}
+			truesize = PAGE_SIZE;
+		}
+	} else if (!pvnet_mrg_has_room(token) || num_buffers > 1) {
 		buf = pvnet_xdp_linearize(rxq, buf, &len, num_buffers, batch);
 		if (!buf) {
 			batch->drops++;
