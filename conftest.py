@@ -16,3 +16,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="use the cached kernel without asking apt")
     parser.addoption("--keep", action="store_true", default=False,
                      help="keep guest work folders (console.log, dmesg.log) after the run")
+    parser.addoption("--full-matrix", action="store_true",
+                     default=os.environ.get("PVNET_FULL_MATRIX", "") not in ("", "0"),
+                     help="run every case of the sharded combination tests on this kernel "
+                          "line, not only the line's share (see tests/e2e/conftest.py)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import shlex
@@ -118,7 +119,14 @@ def qemu_argv(
     accel: str,
     cmdline_extra: str = "",
 ) -> list[str]:
-    cmdline = f"console=ttyS0 quiet loglevel=1 panic=-1 net.ifnames=0 {cmdline_extra}".strip()
+    # PVNET_GUEST_CMDLINE appends to every guest's command line (debugging: "loglevel=5" puts
+    # warnings and their backtraces, e.g. a soft lockup's, on the console).
+    extra = f"{cmdline_extra} {os.environ.get('PVNET_GUEST_CMDLINE', '')}"
+    # A soft lockup panics, and the panic replays the whole kernel log on the console
+    # (panic_print bit 0x20): the backtraces that loglevel=1 kept off the console reach the
+    # harness, which stops the guest and fails with them (Guest.run).
+    cmdline = ("console=ttyS0 quiet loglevel=1 panic=-1 softlockup_panic=1 panic_print=0x20 "
+               f"net.ifnames=0 {extra}").strip()
     text = render(
         "qemu-args.j2",
         machine=profile.machine,
@@ -233,9 +241,20 @@ class Guest:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def fail(self, msg: str) -> None:
+    def fail(self, msg: str, lines: int = 60) -> None:
         raise GuestError(f"{msg}\n--- guest console tail ({self.console_log}) ---\n"
-                         f"{self.console_tail()}")
+                         f"{self.console_tail(lines)}")
+
+    def panicked(self, msg: str) -> None:
+        """The guest kernel panicked: let it print the replayed log, stop it (panic=-1 would
+        reboot it under the tests' feet) and fail with the log's end."""
+        assert self.child is not None
+        try:
+            self.child.expect([pexpect.TIMEOUT, pexpect.EOF], timeout=5)  # reads what comes
+        except OSError:
+            pass
+        self.stop()
+        self.fail(msg, lines=250)
 
     def run(self, cmd: str, timeout: float = 60, check: bool = True) -> CmdResult:
         """Run a one-line shell command in the guest; returns its exit code and output."""
@@ -247,6 +266,8 @@ class Guest:
         self.child.send(framed)
         idx = self.child.expect([pattern, r"Kernel panic[^\r\n]*", pexpect.EOF, pexpect.TIMEOUT],
                                 timeout=timeout)
+        if idx == 1:
+            self.panicked(f"guest kernel panic during: {cmd}")
         if idx != 0:
             what = ["", "kernel panic", "QEMU exited", f"timeout after {timeout}s"][idx]
             self.fail(f"guest command failed ({what}): {cmd}")

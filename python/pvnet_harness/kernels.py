@@ -41,6 +41,12 @@ LINES: dict[str, KernelLine] = {
 }
 
 
+def in_shard(index: int, line: str, anchor: bool = False) -> bool:
+    """Whether case `index` of a combination test split over the kernel lines runs on `line`:
+    the line at position index % len(LINES) runs it, every line runs an anchor."""
+    return anchor or index % len(LINES) == list(LINES).index(line)
+
+
 def parse_lines_arg(arg: str) -> list[str]:
     """'6.1' -> ['6.1']; 'all' -> every line; '5.10,6.1' -> both. Unknown names raise."""
     names = list(LINES) if arg == "all" else [a.strip() for a in arg.split(",") if a.strip()]

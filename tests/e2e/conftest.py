@@ -2,6 +2,11 @@
 
 Every test that used a guest has the guest's new kernel messages checked after it: any
 WARNING/BUG/Oops/refcount/"unregister_netdevice: waiting"/NETDEV WATCHDOG fails that test.
+
+Sharded combination tests: a case marked `shard(i)` runs on the kernel line whose position in
+LINES (5.10, 6.1, 6.12) is i modulo the number of lines, so a run over all lines runs each
+case once, and on every line with `shard(i, anchor=True)`; `--full-matrix` (PVNET_FULL_MATRIX=1)
+runs every case on the line at hand.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from pvnet_harness.build import BuildResult, dkms_build
 from pvnet_harness.guest import Profile, choose_accel, load_profile
-from pvnet_harness.kernels import KernelCache, KernelTree
+from pvnet_harness.kernels import LINES, KernelCache, KernelTree, in_shard
 from pvnet_harness.testbed import TestBed
 from pvnet_harness.util import cache_dir
 
@@ -25,6 +30,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "e2e" in str(item.fspath):
                 item.add_marker(skip)
+    line = config.getoption("--kernel")
+    if config.getoption("--full-matrix") or line not in LINES:
+        return
+    keep, drop = [], []
+    for item in items:
+        mark = item.get_closest_marker("shard")
+        if mark is None or in_shard(mark.args[0], line, mark.kwargs.get("anchor", False)):
+            keep.append(item)
+        else:
+            drop.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pvnet_harness.guest import GuestError
 from pvnet_harness.testbed import DUT_V4, HOST_V4, TestBed, queue_sum
 from pvnet_harness.traffic import TcpSink, make_payload, tcp_send_file
 
@@ -96,3 +97,18 @@ def test_qmp_set_link_off_on(bed: TestBed, tmp_path: Path) -> None:
     bed.g.qmp("set_link", name=nic.id, up=True)
     bed.wait_carrier(True)
     assert_works(bed, tmp_path, 5009)
+
+
+def test_guest_panic_is_reported_with_its_log(bed: TestBed) -> None:
+    """Last in this module (it kills the guest): a guest kernel panic fails the step at once,
+    with the kernel log the panic replays on the console (panic_print=0x20), backtraces
+    included, and the guest is stopped, so a soft lockup (softlockup_panic=1) in any test is
+    reported with its backtrace instead of timing out."""
+    with pytest.raises(GuestError) as err:
+        bed.g.run("echo c > /proc/sysrq-trigger", timeout=120)
+    text = str(err.value)
+    assert "guest kernel panic during" in text, text[-2000:]
+    assert "sysrq" in text.lower() and "Call Trace" in text, text[-4000:]
+    # pvnet's info messages (loglevel=1 keeps them off the console) come back in the replay
+    assert "pvnet virtio" in text, text[-4000:]
+    assert bed.g.child is None

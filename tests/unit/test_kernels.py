@@ -15,6 +15,7 @@ from pvnet_harness.kernels import (
     extract_vmlinux,
     find_compressed_payload,
     fix_headers_makefile,
+    in_shard,
     newest_for_line,
     parse_lines_arg,
     parse_stanzas,
@@ -144,3 +145,10 @@ def test_kernel_tree_json_roundtrip(tmp_path: Path) -> None:
     back = KernelTree.from_json(t.to_json())
     assert back == t
     assert back.headers_dir == tmp_path / "usr/src/linux-headers-6.1.0-56-amd64"
+
+
+def test_shards_cover_every_case_once_and_anchors_everywhere() -> None:
+    for index in range(32):
+        runs_on = [line for line in LINES if in_shard(index, line)]
+        assert len(runs_on) == 1, (index, runs_on)
+        assert all(in_shard(index, line, anchor=True) for line in LINES)
