@@ -216,8 +216,7 @@ def test_channels_rings_and_tx_mode_under_traffic(bed_mq: TestBed, tmp_path: Pat
         _, current = _ring_sizes(bed_mq)
         assert (current["RX"], current["TX"]) == ("256", "256")
     # Totals still agree with the per-queue counters after all the changes.
-    stats = bed_mq.ethtool_stats()
-    link = bed_mq.link_stats()
+    link, stats = bed_mq.stats_snapshot()
     for d in ("rx", "tx"):
         assert queue_sum(stats, d, "packets") == link[f"{d}_packets"], d
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from pvnet_harness.guest import load_profile
-from pvnet_harness.testbed import DUT_V4, DUT_V6, PEER_V4, TestBed
+from pvnet_harness.testbed import DUT_V4, DUT_V6, PEER_V4, TestBed, queue_sum
 from pvnet_harness.traffic import make_payload, send_frames, tcp_send_file
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
@@ -132,23 +132,8 @@ def check_mode_counters(d: dict[str, int], mode: str) -> None:
 
 
 def test_totals_agree_with_link_stats(bed_rx: TestBed) -> None:
-    dev = bed_rx.dut_if()
-    names = ("rx_packets", "rx_bytes", "rx_dropped", "rx_length_errors")
-    link_cmd = f"cd /sys/class/net/{dev}/statistics && grep . {' '.join(names)}"
-    # link counters read before and after ethtool -S in one console command; a stray frame
-    # (ND, ARP) arriving in between makes the two reads differ: read again
-    for _ in range(10):
-        lines = bed_rx.g.sh(f"({link_cmd}); ethtool -S {dev}; ({link_cmd})").splitlines()
-        first, last = lines[:4], lines[-4:]
-        if first == last:
-            break
-    assert first == last, (first, last)
-    link = {k: int(v) for k, _, v in (ln.partition(":") for ln in first)}
-    sums: dict[str, int] = {}
-    for k, _, v in (ln.strip().rpartition(":") for ln in lines[4:-4]):
-        m = re.fullmatch(r"rx_queue_\d+_(\w+)", k.strip())
-        if m:
-            sums[m.group(1)] = sums.get(m.group(1), 0) + int(v)
+    link, stats = bed_rx.stats_snapshot()
+    sums = {name: queue_sum(stats, "rx", name) for name in ("packets", "bytes", "drops", "errors")}
     assert link["rx_packets"] == sums["packets"], (link, sums)
     assert link["rx_bytes"] == sums["bytes"], (link, sums)
     assert link["rx_dropped"] == sums["drops"], (link, sums)
