@@ -105,6 +105,12 @@ static void pvnet_up(struct pvnet_priv *priv)
 		pvnet_tx_open(&priv->txq[i]);
 	for (; i < rx_pairs; i++)
 		pvnet_tx_open_xdp(&priv->txq[i]);
+	/*
+	 * The stack does not send on the others (XDP-only or unused), but
+	 * the tx watchdog checks every queue: none may stay stopped.
+	 */
+	for (i = priv->curr_queue_pairs; i < priv->dev->num_tx_queues; i++)
+		netif_tx_start_queue(netdev_get_tx_queue(priv->dev, i));
 
 	/*
 	 * Buffers may have been used while NAPI was disabled, and their
