@@ -9,7 +9,8 @@
  * compiles each driver/compat/<name>.c against the target headers and
  * the generated pvnet_compat_probed.h defines PVNET_HAVE_<NAME> for the
  * probes that compiled (distribution kernels backport APIs, so a version
- * number does not say which API a kernel has).
+ * number does not say which API a kernel has).  pvnet_run_xdp() works
+ * around a kernel bug no header shows (see there).
  */
 #ifndef _PVNET_COMPAT_H
 #define _PVNET_COMPAT_H
@@ -494,6 +495,32 @@ static inline bool pvnet_xdp_frame_has_frags(const struct xdp_frame *xdpf)
 	return false;
 }
 #endif
+
+/*
+ * Run an XDP program.  Kernels without upstream commit "bpf: Synchronize
+ * dispatcher update with bpf_dispatcher_xdp_func" (6.2, backported to
+ * 6.1.y; Debian's 6.1 changelog lists it, its 5.10 changelog does not)
+ * rewrite the XDP dispatcher, the trampoline bpf_prog_run_xdp() jumps
+ * through, on every program attach or detach without waiting for CPUs
+ * still running the old image.  A NAPI poll can then execute a
+ * half-rewritten image and never return: seen on 5.10 as a soft lockup
+ * at bpf_dispatcher_xdp_func+0x0 under pvnet_rx_poll while programs were
+ * attached and detached under traffic.  The fix is in
+ * kernel/bpf/dispatcher.c only, so no probe can see it.  Of the kernels
+ * pvnet supports, the one without the fix (5.10) is also the one without
+ * multi-buffer XDP (5.18), and those with multi-buffer XDP (6.1, 6.12)
+ * have the fix: without frags the program is called directly, an
+ * indirect call instead of the dispatcher's direct one.
+ */
+static __always_inline u32 pvnet_run_xdp(const struct bpf_prog *prog,
+					 struct xdp_buff *xdp)
+{
+#if PVNET_XDP_FRAGS
+	return bpf_prog_run_xdp(prog, xdp);
+#else
+	return BPF_PROG_RUN(prog, xdp);
+#endif
+}
 
 /* net_device.xdp_features (6.3 on): what pvnet can do with XDP. */
 static inline void pvnet_xdp_features_init(struct net_device *dev)

@@ -1026,7 +1026,7 @@ static void pvnet_rx_mrg_xdp(struct pvnet_rxq *rxq, void *token,
 
 	batch->xdp_packets++;
 	orig_data = xdp.data;
-	act = bpf_prog_run_xdp(prog, &xdp);
+	act = pvnet_run_xdp(prog, &xdp);
 	switch (act) {
 	case XDP_PASS:
 		pvnet_xdp_pass(rxq, &xdp, buf, truesize, frag_truesize, hdr,
