@@ -339,6 +339,11 @@ def _meminfo(bed: TestBed) -> dict[str, int]:
 
 
 MEM_SLACK_MIB = 32  # virtio_net of 6.1 loses < 1 MiB in this test
+# 50 cycles: 1 to 2.5 minutes under TCG depending on the line (100 took twice that; the CI
+# budget counts). With 100 cycles, 5.10's XDP dispatcher race (see pvnet_run_xdp in
+# driver/pvnet_compat.h) hung a CPU in 2 of the 6 runs on record, before pvnet stopped using
+# the dispatcher on 5.10.
+CYCLES = 50
 
 
 def _wait_count(read: Callable[[], int], want: int, timeout: float = 15) -> int:
@@ -348,9 +353,9 @@ def _wait_count(read: Callable[[], int], want: int, timeout: float = 15) -> int:
     return got
 
 
-def test_attach_replace_detach_100_times_under_traffic(bed_xdp: TestBed, progs: BpfPrograms,
+def test_attach_replace_detach_cycles_under_traffic(bed_xdp: TestBed, progs: BpfPrograms,
                                                        tmp_path: Path) -> None:
-    """100 x (attach xdp_pass_adjust, replace it with xdp_pass, detach) while TCP transfers run
+    """CYCLES x (attach xdp_pass_adjust, replace it with xdp_pass, detach) while TCP transfers run
     both ways, round after round, each checked byte for byte; afterwards no program, map or
     memory is left behind."""
     bed, x = bed_xdp, GuestXdp(bed_xdp.g, progs)
@@ -365,7 +370,7 @@ def test_attach_replace_detach_100_times_under_traffic(bed_xdp: TestBed, progs: 
     step = "ip {opt}link set dev " + dev + " xdpdrv {what} || {{ echo loop-failed {name} $i; exit 1; }}"
     script = "\n".join([
         "echo loop-start $(date +%s.%N)",
-        "for i in $(seq 100); do",
+        f"for i in $(seq {CYCLES}); do",
         step.format(opt="-force ", what=f"pinned {a}", name="attach"),
         step.format(opt="-force ", what=f"pinned {b}", name="replace"),
         step.format(opt="", what="off", name="detach"),
@@ -379,13 +384,13 @@ def test_attach_replace_detach_100_times_under_traffic(bed_xdp: TestBed, progs: 
     while bed.g.run("grep -qE 'loop-(done|failed)' /tmp/xdpcyc.log", check=False).rc != 0:
         start_both_ways(bed, tmp_path, 8 * MIB, tag=f"cyc{rounds % 2}")()
         rounds += 1
-        assert time.monotonic() - t0 < 900, "100 attach cycles did not finish in 15 minutes"
+        assert time.monotonic() - t0 < 900, f"{CYCLES} attach cycles did not finish in 15 minutes"
     bed.wait_job("xdpcyc", 60)
     log = bed.g.sh("cat /tmp/xdpcyc.log")
     bed.g.sh(f"rm -f {a} {b}")
     assert "loop-done" in log, log
     took = float(log.split("loop-done ")[1].split()[0]) - float(log.split("loop-start ")[1].split()[0])
-    print(f"100 attach/replace/detach cycles in {took:.0f}s under {rounds} transfer rounds")
+    print(f"{CYCLES} attach/replace/detach cycles in {took:.0f}s under {rounds} transfer rounds")
     assert x.prog_id(dev) is None
     assert _wait_count(x.prog_count, prog_base) == prog_base, "BPF programs leaked"
     assert _wait_count(x.map_count, map_base) == map_base, "BPF maps leaked"
@@ -400,7 +405,7 @@ def test_attach_replace_detach_100_times_under_traffic(bed_xdp: TestBed, progs: 
     moved = {k: (mem[k] - v) // 1024 for k, v in mem_base.items()
              if k in mem and abs(mem[k] - v) >= 1024}
     print(f"MemAvailable down {lost} MiB; /proc/meminfo fields that moved (MiB): {moved}")
-    assert lost < MEM_SLACK_MIB, f"MemAvailable down by {lost} MiB after 100 attach cycles: {moved}"
+    assert lost < MEM_SLACK_MIB, f"MemAvailable down by {lost} MiB after {CYCLES} attach cycles: {moved}"
 
 
 # ---------------------------------------------------------------- refusals and multi-buffer
