@@ -769,6 +769,32 @@ static void *pvnet_xdp_copy_first(struct pvnet_rxq *rxq, void *buf,
 }
 
 /*
+ * For a program that takes frags, the first buffer of a packet, posted
+ * without XDP's tailroom, goes into a fresh page laid out for XDP as far as
+ * it fits there; the *@rest bytes that do not fit stay in @buf, which then
+ * keeps its reference for the frag they become.  Returns the new buffer,
+ * or NULL (@buf given back) when no page could be had.
+ */
+static void *pvnet_xdp_split_first(struct pvnet_rxq *rxq, void *buf,
+				   unsigned int len, unsigned int *rest)
+{
+	unsigned int copy = min_t(unsigned int, len, PVNET_XDP_PAGE_ROOM);
+	void *nbuf = pvnet_rx_alloc_page_buf(rxq);
+
+	*rest = 0;
+	if (unlikely(!nbuf)) {
+		pvnet_mrg_put(rxq, buf, true);
+		return NULL;
+	}
+	memcpy(nbuf + PVNET_RX_HEADROOM, buf + PVNET_RX_HEADROOM, copy);
+	if (len > copy)
+		*rest = len - copy;
+	else
+		pvnet_mrg_put(rxq, buf, true);
+	return nbuf;
+}
+
+/*
  * Copy a whole packet into one such page: a frame spread over several
  * buffers for a program that takes no frags, or in buffers posted before
  * the program was attached.  Consumes the packet's buffers.  Returns the
@@ -815,12 +841,16 @@ static void *pvnet_xdp_linearize(struct pvnet_rxq *rxq, void *buf,
 #if PVNET_XDP_FRAGS
 /*
  * Attach the packet's other @n buffers to @xdp as frags (their shared
- * info lives in the first buffer's tailroom); their truesizes go to
- * @truesize.  False if the packet must be dropped: every buffer has then
- * been taken off the ring, those not in the frags already given back.
+ * info lives in the first buffer's tailroom), after @lead_len bytes at
+ * @lead left over from the first buffer (pvnet_xdp_split_first(), whose
+ * buffer has @lead_truesize); their truesizes go to @truesize.  False if
+ * the packet must be dropped: every buffer has then been taken off the
+ * ring, those not in the frags already given back.
  */
 static bool pvnet_xdp_add_frags(struct pvnet_rxq *rxq, struct xdp_buff *xdp,
-				unsigned int n, unsigned int *truesize,
+				void *lead, unsigned int lead_len,
+				unsigned int lead_truesize, unsigned int n,
+				unsigned int *truesize,
 				struct pvnet_rx_batch *batch)
 {
 	struct skb_shared_info *sinfo = xdp_get_shared_info_from_buff(xdp);
@@ -832,6 +862,14 @@ static bool pvnet_xdp_add_frags(struct pvnet_rxq *rxq, struct xdp_buff *xdp,
 	sinfo->nr_frags = 0;
 	sinfo->xdp_frags_size = 0;
 	xdp_buff_set_frags_flag(xdp);
+
+	if (lead_len) {
+		page = virt_to_head_page(lead);
+		truesize[sinfo->nr_frags] = lead_truesize;
+		pvnet_frag_set(&sinfo->frags[sinfo->nr_frags++], page,
+			       lead - page_address(page), lead_len);
+		sinfo->xdp_frags_size += lead_len;
+	}
 
 	for (i = 0; i < n; i++) {
 		token = virtqueue_get_buf(rxq->vq, &len);
@@ -869,10 +907,14 @@ static unsigned int pvnet_xdp_nr_frags(struct xdp_buff *xdp)
 }
 #else
 static bool pvnet_xdp_add_frags(struct pvnet_rxq *rxq, struct xdp_buff *xdp,
-				unsigned int n, unsigned int *truesize,
+				void *lead, unsigned int lead_len,
+				unsigned int lead_truesize, unsigned int n,
+				unsigned int *truesize,
 				struct pvnet_rx_batch *batch)
 {
 	/* Not reached: without frags support every frame is linearized. */
+	if (lead_len)
+		pvnet_mrg_put(rxq, lead, true);
 	pvnet_rx_mrg_discard(rxq, n, batch);
 	return false;
 }
@@ -966,7 +1008,8 @@ static void pvnet_xdp_tx_flush(struct pvnet_rxq *rxq,
  * @hdr, first buffer @token with @len bytes).  Frames reach the program
  * with PVNET_RX_HEADROOM in front and PVNET_XDP_TAILROOM behind: buffers
  * posted without that room, and multi-buffer frames for a program that
- * does not take frags, are copied into one page first.
+ * does not take frags, are copied into one page first (for a program that
+ * takes frags, only the first buffer, as far as it fits).
  */
 static void pvnet_rx_mrg_xdp(struct pvnet_rxq *rxq, void *token,
 			     unsigned int len, struct virtio_net_hdr_v1 *hdr,
@@ -974,9 +1017,12 @@ static void pvnet_rx_mrg_xdp(struct pvnet_rxq *rxq, void *token,
 {
 	unsigned int frag_truesize[MAX_SKB_FRAGS];
 	unsigned int truesize = pvnet_mrg_truesize(token);
+	const unsigned int first_truesize = truesize;
 	struct bpf_prog *prog = batch->prog;
 	struct net_device *dev = rxq->priv->dev;
 	void *buf = pvnet_mrg_buf(token);
+	void *const first = buf;
+	unsigned int rest = 0;
 	struct xdp_frame *xdpf;
 	struct xdp_buff xdp;
 	void *orig_data;
@@ -990,19 +1036,20 @@ static void pvnet_rx_mrg_xdp(struct pvnet_rxq *rxq, void *token,
 		return;
 	}
 
-	if (num_buffers > 1 && pvnet_prog_has_frags(prog)) {
+	if (pvnet_prog_has_frags(prog)) {
 		/*
 		 * The other buffers become frags as they are; only the first
 		 * needs the tailroom, for the frags' shared info.
 		 */
 		if (!pvnet_mrg_has_room(token)) {
-			buf = pvnet_xdp_copy_first(rxq, buf, len);
+			buf = pvnet_xdp_split_first(rxq, buf, len, &rest);
 			if (!buf) {
 				batch->drops++;
 				pvnet_rx_mrg_discard(rxq, num_buffers - 1,
 						     batch);
 				return;
 			}
+			len -= rest;
 			truesize = PAGE_SIZE;
 		}
 	} else if (!pvnet_mrg_has_room(token) || num_buffers > 1) {
@@ -1017,9 +1064,10 @@ static void pvnet_rx_mrg_xdp(struct pvnet_rxq *rxq, void *token,
 
 	pvnet_xdp_prepare(&xdp, truesize, &rxq->xdp_rxq, buf,
 			  PVNET_RX_HEADROOM + PVNET_HDR_LEN, len - PVNET_HDR_LEN);
-	if (num_buffers > 1 &&
-	    !pvnet_xdp_add_frags(rxq, &xdp, num_buffers - 1, frag_truesize,
-				 batch)) {
+	if ((rest || num_buffers > 1) &&
+	    !pvnet_xdp_add_frags(rxq, &xdp, first + PVNET_RX_HEADROOM + len,
+				 rest, first_truesize, num_buffers - 1,
+				 frag_truesize, batch)) {
 		pvnet_xdp_put_buff(rxq, &xdp, buf);
 		return;
 	}
