@@ -11,7 +11,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pexpect
 
@@ -181,6 +181,7 @@ class Guest:
     dmesg_log: list[str] = field(default_factory=list)
     token: str = field(default_factory=lambda: secrets.token_hex(3))
     _seq: int = 0
+    early_panic: str = ""
 
     @property
     def console_log(self) -> Path:
@@ -202,6 +203,12 @@ class Guest:
         self.stop()
 
     def start(self, boot_timeout: float = 180) -> None:
+        """Boot the guest and wait for its init to report ready.
+
+        A kernel panic before init has started (no pvnet code is loaded then: the driver is a
+        module that init inserts) is a fault of the emulated machine, seen under TCG as an int3
+        Oops in early boot code being patched; that boot is retried once, its console kept as
+        console-early-panic.log. A panic after init has started always fails."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = self.lab.exec_argv(
             qemu_argv(self.profile, self.tree, self.initrd, self.workdir, self.qmp_path,
@@ -209,26 +216,42 @@ class Guest:
         )
         log.info("qemu: %s", shlex.join(argv))
         (self.workdir / "qemu.cmd").write_text(shlex.join(argv) + "\n")
-        progress(f"booting {self.tree.release} ({self.accel}) in netns {self.lab.name}")
         t0 = time.monotonic()
+        for attempt in (1, 2):
+            progress(f"booting {self.tree.release} ({self.accel}) in netns {self.lab.name}")
+            if self._boot(argv, boot_timeout, retry_early_panic=attempt == 1):
+                break
+            progress(f"guest kernel panicked before init: {self.early_panic}; booting again")
+        assert self.child is not None
+        self.child.expect(r"\r?\n")
+        self.sendline_raw("stty -echo; set +m +H; export PS1='' PS2=''")
+        time.sleep(0.3)
+        self.run("true", timeout=30)
+        progress(f"guest up in {time.monotonic() - t0:.1f}s")
+
+    def _boot(self, argv: list[str], boot_timeout: float, retry_early_panic: bool) -> bool:
+        """Start QEMU and wait for PVNET-READY. False: the kernel panicked before init started
+        and retry_early_panic allowed another attempt (this one is stopped)."""
         logf = self.console_log.open("w")
         self.child = pexpect.spawn(
             argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=boot_timeout,
             maxread=65536, echo=False, dimensions=(50, 400),
         )
         self.child.logfile_read = logf
-        idx = self.child.expect(
-            [r"PVNET-READY", r"PVNET-INIT-ERROR: [^\r\n]*", r"Kernel panic[^\r\n]*",
-             pexpect.EOF, pexpect.TIMEOUT]
-        )
-        if idx != 0:
-            what = ["", "init error", "kernel panic", "QEMU exited", "boot timeout"][idx]
-            self.fail(f"guest boot failed ({what}): {self.child.after!s}")
-        self.child.expect(r"\r?\n")
-        self.sendline_raw("stty -echo; set +m +H; export PS1='' PS2=''")
-        time.sleep(0.3)
-        self.run("true", timeout=30)
-        progress(f"guest up in {time.monotonic() - t0:.1f}s")
+        outcomes = [r"PVNET-INIT-START", r"PVNET-READY", r"PVNET-INIT-ERROR: [^\r\n]*",
+                    r"Kernel panic[^\r\n]*", pexpect.EOF, pexpect.TIMEOUT]
+        what = ["", "", "init error", "kernel panic", "QEMU exited", "boot timeout"]
+        idx = self.child.expect(outcomes)
+        if idx == 3 and retry_early_panic:
+            self.early_panic = str(self.child.after).strip()
+            self.stop()
+            self.console_log.replace(self.workdir / "console-early-panic.log")
+            return False
+        if idx == 0:
+            idx = self.child.expect(outcomes[1:]) + 1
+        if idx != 1:
+            self.fail(f"guest boot failed ({what[idx]}): {self.child.after!s}")
+        return True
 
     def sendline_raw(self, text: str) -> None:
         assert self.child is not None
@@ -241,7 +264,7 @@ class Guest:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def fail(self, msg: str, lines: int = 60) -> None:
+    def fail(self, msg: str, lines: int = 60) -> NoReturn:
         raise GuestError(f"{msg}\n--- guest console tail ({self.console_log}) ---\n"
                          f"{self.console_tail(lines)}")
 

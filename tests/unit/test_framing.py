@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import signal
 import subprocess
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
-from pvnet_harness.guest import bad_dmesg_lines, frame_command
+from pvnet_harness import guest as guest_mod
+from pvnet_harness.guest import Guest, GuestError, bad_dmesg_lines, frame_command
 
 
 def test_marker_not_in_command_text() -> None:
@@ -47,3 +51,64 @@ def test_bad_dmesg_lines() -> None:
         "[ 6.0] BUG: unable to handle page fault",
     ])
     assert len(bad_dmesg_lines(text)) == 5
+
+
+class _Lab:
+    name = "fake-lab"
+
+    @staticmethod
+    def exec_argv(argv: list[str]) -> list[str]:
+        return argv
+
+
+def _fake_guest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, script: str) -> Guest:
+    """A Guest whose "QEMU" is a shell script: it prints what a booting guest would."""
+    def fake_argv(*_args: object) -> list[str]:
+        return ["sh", "-c", script, "fake", str(tmp_path / "boots")]
+    monkeypatch.setattr(guest_mod, "qemu_argv", fake_argv)
+    tree = cast(Any, type("Tree", (), {"release": "6.1.0-fake"})())
+    return Guest(tree=tree, initrd=tmp_path / "initrd", lab=cast(Any, _Lab()),
+                 profile=cast(Any, None), workdir=tmp_path / "guest")
+
+
+def _kill(g: Guest) -> None:
+    if g.child is not None:
+        g.child.kill(signal.SIGKILL)
+    g.stop()
+
+
+# $1 counts the boots; a boot prints its lines, then becomes a shell (or exits).
+_COUNT = 'echo x >> "$1"; n=$(wc -l < "$1"); '
+
+
+def test_boot_retries_once_after_a_panic_before_init(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    g = _fake_guest(monkeypatch, tmp_path, _COUNT + (
+        'if [ "$n" = 1 ]; then echo "Kernel panic - not syncing: Fatal exception"; exit 0; fi; '
+        "echo PVNET-INIT-START; echo PVNET-READY 1.0; PS1='' PS2='' exec sh"))
+    try:
+        g.start(boot_timeout=20)
+        assert g.run("echo up").out.strip() == "up"
+    finally:
+        _kill(g)
+    assert (tmp_path / "boots").read_text().count("x") == 2
+    assert "Fatal exception" in g.early_panic
+    assert "Kernel panic" in (g.workdir / "console-early-panic.log").read_text()
+
+
+@pytest.mark.parametrize("script", [
+    # a panic once init has started (pvnet may be loaded) is never retried
+    "echo PVNET-INIT-START; echo 'Kernel panic - not syncing: Fatal exception'; exit 0",
+    # a second early panic fails
+    "echo 'Kernel panic - not syncing: Fatal exception'; exit 0",
+])
+def test_boot_fails_on_a_panic_after_init_or_twice(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path, script: str) -> None:
+    g = _fake_guest(monkeypatch, tmp_path, _COUNT + script)
+    try:
+        with pytest.raises(GuestError, match="kernel panic"):
+            g.start(boot_timeout=20)
+    finally:
+        _kill(g)
+    boots = (tmp_path / "boots").read_text().count("x")
+    assert boots == (1 if "INIT-START" in script else 2)
