@@ -27,9 +27,15 @@
 /*
  * With VIRTIO_F_VERSION_1 the header always carries num_buffers, so it is
  * 12 bytes (struct virtio_net_hdr_v1) whether or not MRG_RXBUF is
- * negotiated (VIRTIO 1.2, 5.1.6).
+ * negotiated; with VIRTIO_NET_F_HASH_REPORT it is struct
+ * virtio_net_hdr_v1_hash, 20 bytes, in both directions (VIRTIO 1.2,
+ * 5.1.6).  priv->hdr_len is the one in use.
  */
 #define PVNET_HDR_LEN		sizeof(struct virtio_net_hdr_v1)
+#define PVNET_HDR_MAX_LEN	sizeof(struct virtio_net_hdr_v1_hash)
+
+/* Toeplitz key pvnet gives the device for hash reports (its minimum). */
+#define PVNET_HASH_KEY_LEN	40
 
 /*
  * Worst case descriptors for one tx packet: header plus linear part (one
@@ -52,7 +58,8 @@
  * plus the largest frame (64 KiB GSO or max MTU, Ethernet and VLAN header).
  */
 #define PVNET_RX_BIG_MAX_PAGES \
-	DIV_ROUND_UP(PVNET_HDR_LEN + ETH_HLEN + VLAN_HLEN + ETH_MAX_MTU, PAGE_SIZE)
+	DIV_ROUND_UP(PVNET_HDR_MAX_LEN + ETH_HLEN + VLAN_HLEN + ETH_MAX_MTU, \
+		     PAGE_SIZE)
 
 struct page_pool;
 struct pvnet_priv;
@@ -227,6 +234,15 @@ struct pvnet_priv {
 	u64 guest_offloads_capable;
 	u64 guest_offloads_enabled;
 
+	/* Bytes of virtio-net header per buffer: PVNET_HDR_LEN or _MAX_LEN. */
+	unsigned int hdr_len;
+	/*
+	 * VIRTIO_NET_RSS_HASH_TYPE_* the device reports with HASH_REPORT while
+	 * NETIF_F_RXHASH is on (0: no hash reports), and the Toeplitz key.
+	 */
+	u32 hash_types;
+	u8 hash_key[PVNET_HASH_KEY_LEN];
+
 	/* Ring sizes the device offered (upper bound for ethtool -G). */
 	u32 rx_ring_max;
 	u32 tx_ring_max;
@@ -345,6 +361,7 @@ int pvnet_rxq_init(struct pvnet_rxq *rxq);
 void pvnet_rxq_fini(struct pvnet_rxq *rxq);
 void pvnet_rx_validate(struct virtio_device *vdev);
 void pvnet_rx_setup(struct pvnet_priv *priv);
+void pvnet_rx_init_xdp_metadata(struct pvnet_priv *priv);
 int pvnet_rxq_xdp_reg(struct pvnet_rxq *rxq);
 void pvnet_rxq_xdp_unreg(struct pvnet_rxq *rxq);
 
@@ -378,6 +395,7 @@ void pvnet_ctrl_free(struct pvnet_priv *priv);
 void pvnet_ctrl_set_vq(struct pvnet_priv *priv, struct virtqueue *vq);
 int pvnet_ctrl_set_queue_pairs(struct pvnet_priv *priv, u16 pairs);
 int pvnet_ctrl_set_guest_offloads(struct pvnet_priv *priv, u64 offloads);
+int pvnet_ctrl_set_hash(struct pvnet_priv *priv, bool on);
 
 /* pvnet_main.c: reconfiguration under RTNL, for ethtool */
 int pvnet_set_queue_pairs(struct pvnet_priv *priv, u16 pairs,

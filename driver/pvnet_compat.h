@@ -497,6 +497,37 @@ static inline bool pvnet_xdp_frame_has_frags(const struct xdp_frame *xdpf)
 #endif
 
 /*
+ * XDP rx metadata kfuncs (xdp_metadata_ops with an RSS hash type, 6.4 on):
+ * PVNET_XDP_RX_HASH says whether pvnet can offer bpf_xdp_metadata_rx_hash.
+ */
+#ifdef PVNET_HAVE_XDP_METADATA_RX_HASH
+#define PVNET_XDP_RX_HASH	1
+#else
+#define PVNET_XDP_RX_HASH	0
+#endif
+
+/*
+ * ethtool -x.  PVNET_DEFINE_GET_RXFH(impl) defines impl##_op with the
+ * kernel's signature, which calls impl(dev, indir, key, hfunc) (any of
+ * the three may be NULL).
+ */
+#ifdef PVNET_HAVE_ETHTOOL_RXFH_PARAM
+#define PVNET_DEFINE_GET_RXFH(impl)					\
+static int impl##_op(struct net_device *dev,				\
+		     struct ethtool_rxfh_param *rxfh)			\
+{									\
+	return impl(dev, rxfh->indir, rxfh->key, &rxfh->hfunc);	\
+}
+#else
+#define PVNET_DEFINE_GET_RXFH(impl)					\
+static int impl##_op(struct net_device *dev, u32 *indir, u8 *key,	\
+		     u8 *hfunc)						\
+{									\
+	return impl(dev, indir, key, hfunc);				\
+}
+#endif
+
+/*
  * Run an XDP program.  Kernels without upstream commit "bpf: Synchronize
  * dispatcher update with bpf_dispatcher_xdp_func" (6.2, backported to
  * 6.1.y; Debian's 6.1 changelog lists it, its 5.10 changelog does not)

@@ -25,6 +25,10 @@
 #include "pvnet.h"
 #include "pvnet_compat.h"
 
+/* struct virtio_net_hash_config up to its key (13 bytes). */
+#define PVNET_HASH_CFG_LEN \
+	offsetof(struct virtio_net_hash_config, hash_key_data)
+
 /* How long a command may take before the device is declared broken. */
 #define PVNET_CTRL_TIMEOUT	(5 * HZ)
 
@@ -37,7 +41,11 @@ struct pvnet_ctrl {
 	union {
 		__virtio16 pairs;
 		__virtio64 offloads;
+		/* struct virtio_net_hash_config and its key */
+		u8 hash[PVNET_HASH_CFG_LEN + PVNET_HASH_KEY_LEN];
 	} data;
+	/* Hash reports on (re-sent after VQ_PAIRS_SET, see below). */
+	bool hash_on;
 };
 
 int pvnet_ctrl_alloc(struct pvnet_priv *priv)
@@ -136,7 +144,54 @@ static int pvnet_ctrl_cmd(struct pvnet_priv *priv, u8 class, u8 cmd,
 	return ctrl->ack == VIRTIO_NET_OK ? 0 : -EIO;
 }
 
-/* VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET. */
+/*
+ * VIRTIO_NET_CTRL_MQ_HASH_CONFIG: hashes of priv->hash_types with
+ * priv->hash_key in every rx header, or (@on false) none.  Under
+ * ctrl->lock.
+ */
+static int __pvnet_ctrl_set_hash(struct pvnet_priv *priv, bool on)
+{
+	struct pvnet_ctrl *ctrl = priv->ctrl;
+	struct virtio_net_hash_config *cfg = (void *)ctrl->data.hash;
+	unsigned int len = PVNET_HASH_CFG_LEN;
+	int err;
+
+	memset(ctrl->data.hash, 0, sizeof(ctrl->data.hash));
+	if (on) {
+		cfg->hash_types = cpu_to_le32(priv->hash_types);
+		cfg->hash_key_length = PVNET_HASH_KEY_LEN;
+		memcpy(cfg->hash_key_data, priv->hash_key, PVNET_HASH_KEY_LEN);
+		len += PVNET_HASH_KEY_LEN;
+	}
+	err = pvnet_ctrl_cmd(priv, VIRTIO_NET_CTRL_MQ,
+			     VIRTIO_NET_CTRL_MQ_HASH_CONFIG, len);
+	if (err)
+		netdev_err(priv->dev, "device refused hash config %#x: %d\n",
+			   on ? priv->hash_types : 0, err);
+	else
+		ctrl->hash_on = on;
+	return err;
+}
+
+/* Hash reports on or off (ethtool -K rxhash); -EOPNOTSUPP without them. */
+int pvnet_ctrl_set_hash(struct pvnet_priv *priv, bool on)
+{
+	struct pvnet_ctrl *ctrl = priv->ctrl;
+	int err;
+
+	if (!ctrl || !priv->hash_types)
+		return -EOPNOTSUPP;
+
+	mutex_lock(&ctrl->lock);
+	err = __pvnet_ctrl_set_hash(priv, on);
+	mutex_unlock(&ctrl->lock);
+	return err;
+}
+
+/*
+ * VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET.  A device may drop its hash
+ * configuration with any MQ command (QEMU does), so it is sent again.
+ */
 int pvnet_ctrl_set_queue_pairs(struct pvnet_priv *priv, u16 pairs)
 {
 	struct pvnet_ctrl *ctrl = priv->ctrl;
@@ -150,6 +205,8 @@ int pvnet_ctrl_set_queue_pairs(struct pvnet_priv *priv, u16 pairs)
 	err = pvnet_ctrl_cmd(priv, VIRTIO_NET_CTRL_MQ,
 			     VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET,
 			     sizeof(ctrl->data.pairs));
+	if (!err && ctrl->hash_on)
+		__pvnet_ctrl_set_hash(priv, true);
 	mutex_unlock(&ctrl->lock);
 	if (err)
 		netdev_err(priv->dev, "device refused %u queue pairs: %d\n",

@@ -237,6 +237,80 @@ static int pvnet_set_channels(struct net_device *dev,
 	return pvnet_set_queue_pairs(priv, channels->combined_count, NULL);
 }
 
+/*
+ * ethtool -x: the Toeplitz key of the device's hash reports (no
+ * indirection table: pvnet does not negotiate VIRTIO_NET_F_RSS).
+ */
+static u32 pvnet_get_rxfh_key_size(struct net_device *dev)
+{
+	struct pvnet_priv *priv = netdev_priv(dev);
+
+	return priv->hash_types ? PVNET_HASH_KEY_LEN : 0;
+}
+
+static int pvnet_rxfh_get(struct net_device *dev, u32 *indir, u8 *key,
+			  u8 *hfunc)
+{
+	struct pvnet_priv *priv = netdev_priv(dev);
+
+	if (hfunc)
+		*hfunc = ETH_RSS_HASH_TOP;
+	if (key && priv->hash_types)
+		memcpy(key, priv->hash_key, PVNET_HASH_KEY_LEN);
+	return 0;
+}
+
+PVNET_DEFINE_GET_RXFH(pvnet_rxfh_get)
+
+/* ethtool -n DEV rx-flow-hash TYPE: the fields the reported hash covers. */
+static const struct {
+	u32 flow_type;
+	u32 l4_type;	/* hash type covering addresses and ports, 0: none */
+	u32 l3_type;	/* hash type covering the addresses */
+} pvnet_rxfh_types[] = {
+	{ TCP_V4_FLOW, VIRTIO_NET_RSS_HASH_TYPE_TCPv4, VIRTIO_NET_RSS_HASH_TYPE_IPv4 },
+	{ UDP_V4_FLOW, VIRTIO_NET_RSS_HASH_TYPE_UDPv4, VIRTIO_NET_RSS_HASH_TYPE_IPv4 },
+	{ IPV4_FLOW, 0, VIRTIO_NET_RSS_HASH_TYPE_IPv4 },
+	{ TCP_V6_FLOW, VIRTIO_NET_RSS_HASH_TYPE_TCPv6, VIRTIO_NET_RSS_HASH_TYPE_IPv6 },
+	{ UDP_V6_FLOW, VIRTIO_NET_RSS_HASH_TYPE_UDPv6, VIRTIO_NET_RSS_HASH_TYPE_IPv6 },
+	{ IPV6_FLOW, 0, VIRTIO_NET_RSS_HASH_TYPE_IPv6 },
+};
+
+static u64 pvnet_rxfh_fields(const struct pvnet_priv *priv, u32 flow_type)
+{
+	const u64 ip = RXH_IP_SRC | RXH_IP_DST;
+	u32 types = priv->hash_types;
+	unsigned int i;
+
+	if (!(priv->dev->features & NETIF_F_RXHASH))
+		return 0;
+	for (i = 0; i < ARRAY_SIZE(pvnet_rxfh_types); i++) {
+		if (pvnet_rxfh_types[i].flow_type != flow_type)
+			continue;
+		if (types & pvnet_rxfh_types[i].l4_type)
+			return ip | RXH_L4_B_0_1 | RXH_L4_B_2_3;
+		return types & pvnet_rxfh_types[i].l3_type ? ip : 0;
+	}
+	return 0;
+}
+
+static int pvnet_get_rxnfc(struct net_device *dev, struct ethtool_rxnfc *info,
+			   u32 *rule_locs)
+{
+	struct pvnet_priv *priv = netdev_priv(dev);
+
+	switch (info->cmd) {
+	case ETHTOOL_GRXRINGS:
+		info->data = priv->curr_queue_pairs;
+		return 0;
+	case ETHTOOL_GRXFH:
+		info->data = pvnet_rxfh_fields(priv, info->flow_type);
+		return 0;
+	default:
+		return -EOPNOTSUPP;
+	}
+}
+
 static int pvnet_get_link_ksettings(struct net_device *dev,
 				    struct ethtool_link_ksettings *cmd)
 {
@@ -261,6 +335,9 @@ static const struct ethtool_ops pvnet_ethtool_ops = {
 	.get_channels		= pvnet_get_channels,
 	.set_channels		= pvnet_set_channels,
 	.get_link_ksettings	= pvnet_get_link_ksettings,
+	.get_rxfh_key_size	= pvnet_get_rxfh_key_size,
+	.get_rxfh		= pvnet_rxfh_get_op,
+	.get_rxnfc		= pvnet_get_rxnfc,
 };
 
 #ifdef PVNET_CAN_QSTATS

@@ -462,11 +462,22 @@ int pvnet_sync_guest_offloads(struct pvnet_priv *priv,
 	return 0;
 }
 
-/* ethtool -K rx / lro / rx-gro-hw. */
+/* ethtool -K rx / lro / rx-gro-hw / rxhash. */
 static int pvnet_set_features(struct net_device *dev,
 			      netdev_features_t features)
 {
-	return pvnet_sync_guest_offloads(netdev_priv(dev), features);
+	struct pvnet_priv *priv = netdev_priv(dev);
+	int err;
+
+	err = pvnet_sync_guest_offloads(priv, features);
+	if (err || !((features ^ dev->features) & NETIF_F_RXHASH))
+		return err;
+
+	err = pvnet_ctrl_set_hash(priv, features & NETIF_F_RXHASH);
+	if (err)
+		/* dev->features stay as they were: so do the offloads. */
+		pvnet_sync_guest_offloads(priv, dev->features);
+	return err;
 }
 
 static int pvnet_open(struct net_device *dev)
@@ -782,6 +793,7 @@ static int pvnet_validate(struct virtio_device *vdev)
 	if (!virtio_has_feature(vdev, VIRTIO_NET_F_CTRL_VQ)) {
 		__virtio_clear_bit(vdev, VIRTIO_NET_F_MQ);
 		__virtio_clear_bit(vdev, VIRTIO_NET_F_CTRL_GUEST_OFFLOADS);
+		__virtio_clear_bit(vdev, VIRTIO_NET_F_HASH_REPORT);
 	}
 
 	pvnet_rx_validate(vdev);
@@ -836,6 +848,46 @@ static void pvnet_init_rx_offload_features(struct pvnet_priv *priv)
 	}
 }
 
+/* Hash types pvnet asks for: IPv4 and IPv6, with TCP and UDP ports. */
+#define PVNET_HASH_TYPES \
+	(VIRTIO_NET_RSS_HASH_TYPE_IPv4 | VIRTIO_NET_RSS_HASH_TYPE_TCPv4 | \
+	 VIRTIO_NET_RSS_HASH_TYPE_UDPv4 | VIRTIO_NET_RSS_HASH_TYPE_IPv6 | \
+	 VIRTIO_NET_RSS_HASH_TYPE_TCPv6 | VIRTIO_NET_RSS_HASH_TYPE_UDPv6)
+
+/*
+ * Hash reports (VIRTIO_NET_F_HASH_REPORT): the device puts the Toeplitz
+ * hash of each received packet in its header (20 bytes then, both ways);
+ * it becomes skb->hash (NETIF_F_RXHASH, used by RPS/RFS) and what the XDP
+ * rx-hash kfunc returns.  The key is the kernel's per-boot RSS key, as
+ * for any NIC; ethtool -x shows it.
+ */
+static void pvnet_init_hash(struct pvnet_priv *priv)
+{
+	struct virtio_device *vdev = priv->vdev;
+	u8 key_size;
+	u32 types;
+
+	priv->hdr_len = PVNET_HDR_LEN;
+	if (!virtio_has_feature(vdev, VIRTIO_NET_F_HASH_REPORT))
+		return;
+	priv->hdr_len = PVNET_HDR_MAX_LEN;
+
+	key_size = virtio_cread8(vdev, offsetof(struct virtio_net_config,
+						rss_max_key_size));
+	types = virtio_cread32(vdev, offsetof(struct virtio_net_config,
+					      supported_hash_types));
+	if (key_size < PVNET_HASH_KEY_LEN || !(types & PVNET_HASH_TYPES)) {
+		dev_warn(&vdev->dev,
+			 "hash reports unused: key size %u, hash types %#x\n",
+			 key_size, types);
+		return;
+	}
+	priv->hash_types = types & PVNET_HASH_TYPES;
+	netdev_rss_key_fill(priv->hash_key, PVNET_HASH_KEY_LEN);
+	priv->dev->hw_features |= NETIF_F_RXHASH;
+	priv->dev->features |= NETIF_F_RXHASH;
+}
+
 static void pvnet_init_features(struct pvnet_priv *priv)
 {
 	struct virtio_device *vdev = priv->vdev;
@@ -852,6 +904,7 @@ static void pvnet_init_features(struct pvnet_priv *priv)
 	}
 	pvnet_init_rx_offload_features(priv);
 	pvnet_tx_init_features(priv);
+	pvnet_init_hash(priv);
 	dev->vlan_features = dev->features;
 }
 
@@ -926,6 +979,7 @@ static int pvnet_probe(struct virtio_device *vdev)
 	int err;
 
 	BUILD_BUG_ON(PVNET_HDR_LEN != 12);
+	BUILD_BUG_ON(PVNET_HDR_MAX_LEN != 20);
 
 	dev = alloc_etherdev_mq(sizeof(*priv), max_pairs);
 	if (!dev)
@@ -949,8 +1003,8 @@ static int pvnet_probe(struct virtio_device *vdev)
 	dev->netdev_ops = &pvnet_netdev_ops;
 	pvnet_set_ethtool_ops(dev);
 	dev->watchdog_timeo = 5 * HZ;
-	dev->needed_headroom = PVNET_HDR_LEN;
 	pvnet_init_features(priv);
+	dev->needed_headroom = priv->hdr_len;
 	pvnet_init_addr_mtu(priv);
 	pvnet_xdp_features_init(dev);
 
@@ -981,6 +1035,14 @@ static int pvnet_probe(struct virtio_device *vdev)
 	pvnet_start_queue_pairs(priv,
 				min_t(unsigned int, priv->max_queue_pairs,
 				      num_online_cpus()));
+
+	/* Not registered yet: features can still change. */
+	if (priv->hash_types && pvnet_ctrl_set_hash(priv, true)) {
+		priv->hash_types = 0;
+		dev->hw_features &= ~NETIF_F_RXHASH;
+		dev->features &= ~NETIF_F_RXHASH;
+	}
+	pvnet_rx_init_xdp_metadata(priv);
 
 	err = register_netdev(dev);
 	if (err) {
@@ -1081,6 +1143,8 @@ static int pvnet_restore(struct virtio_device *vdev)
 	if (priv->guest_offloads_enabled != priv->guest_offloads_capable &&
 	    pvnet_ctrl_set_guest_offloads(priv, priv->guest_offloads_enabled))
 		priv->guest_offloads_enabled = priv->guest_offloads_capable;
+	if ((dev->features & NETIF_F_RXHASH) && pvnet_ctrl_set_hash(priv, true))
+		netdev_warn(dev, "hash reports lost at restore\n");
 	pvnet_update_affinity(priv);
 
 	if (netif_running(dev))
@@ -1105,6 +1169,7 @@ static const unsigned int pvnet_features[] = {
 	VIRTIO_NET_F_CTRL_VQ,
 	VIRTIO_NET_F_MQ,
 	VIRTIO_NET_F_CTRL_GUEST_OFFLOADS,
+	VIRTIO_NET_F_HASH_REPORT,
 	VIRTIO_NET_F_MRG_RXBUF,
 	VIRTIO_NET_F_GUEST_TSO4,
 	VIRTIO_NET_F_GUEST_TSO6,

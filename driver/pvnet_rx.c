@@ -121,7 +121,7 @@ void pvnet_rx_setup(struct pvnet_priv *priv)
 	struct net_device *dev = priv->dev;
 	unsigned int frame;
 
-	frame = PVNET_HDR_LEN + ETH_HLEN + VLAN_HLEN + dev->max_mtu;
+	frame = priv->hdr_len + ETH_HLEN + VLAN_HLEN + dev->max_mtu;
 	if (virtio_has_feature(vdev, VIRTIO_NET_F_MRG_RXBUF))
 		priv->rx_mode = PVNET_RX_MERGEABLE;
 	else if ((priv->guest_offloads_capable & PVNET_GUEST_GSO_MASK) ||
@@ -135,9 +135,9 @@ void pvnet_rx_setup(struct pvnet_priv *priv)
 	    !virtio_has_feature(vdev, VIRTIO_NET_F_MTU))
 		dev->max_mtu = ETH_MAX_MTU - ETH_HLEN - VLAN_HLEN;
 
-	priv->rx_buf_len = PVNET_HDR_LEN + dev->max_mtu + ETH_HLEN + VLAN_HLEN;
+	priv->rx_buf_len = priv->hdr_len + dev->max_mtu + ETH_HLEN + VLAN_HLEN;
 	if (priv->guest_offloads_capable & PVNET_GUEST_GSO_MASK)
-		frame = PVNET_HDR_LEN + PVNET_RX_MAX_FRAME;
+		frame = priv->hdr_len + PVNET_RX_MAX_FRAME;
 	else
 		frame = priv->rx_buf_len;
 	priv->rx_big_pages = min_t(unsigned int, DIV_ROUND_UP(frame, PAGE_SIZE),
@@ -330,7 +330,7 @@ static unsigned int pvnet_mrg_next_truesize(struct pvnet_rxq *rxq,
 	unsigned int len = ewma_pvnet_rx_len_read(&rxq->len_avg);
 
 	if (tailroom && READ_ONCE(priv->rx_linear))
-		len = max(len, PVNET_HDR_LEN + ETH_HLEN + VLAN_HLEN +
+		len = max(len, priv->hdr_len + ETH_HLEN + VLAN_HLEN +
 			  READ_ONCE(priv->dev->mtu));
 	len = clamp_t(unsigned int, len, PVNET_MRG_MIN_LEN,
 		      PVNET_MRG_MAX_TRUESIZE - PVNET_RX_HEADROOM - tailroom);
@@ -545,14 +545,41 @@ static bool pvnet_rx_gso_ok(const struct pvnet_priv *priv, u8 gso_type)
 	}
 }
 
+/* The packet's virtio-net header at @src, without hash if none came. */
+static void pvnet_rx_hdr(const struct pvnet_priv *priv,
+			 struct virtio_net_hdr_v1_hash *hdr, const void *src)
+{
+	memcpy(hdr, src, priv->hdr_len);
+	if (priv->hdr_len < sizeof(*hdr)) {
+		hdr->hash_value = 0;
+		hdr->hash_report = cpu_to_le16(VIRTIO_NET_HASH_REPORT_NONE);
+		hdr->padding = 0;
+	}
+}
+
+/* skb hash type of a VIRTIO_NET_HASH_REPORT_* (not NONE). */
+static enum pkt_hash_types pvnet_hash_level(u16 report)
+{
+	switch (report) {
+	case VIRTIO_NET_HASH_REPORT_IPv4:
+	case VIRTIO_NET_HASH_REPORT_IPv6:
+	case VIRTIO_NET_HASH_REPORT_IPv6_EX:
+		return PKT_HASH_TYPE_L3;
+	default:
+		return PKT_HASH_TYPE_L4;
+	}
+}
+
 /*
  * Apply the virtio-net header to a complete packet (skb->data at the
  * Ethernet header) and hand it to GRO.  Consumes the skb.
  */
 static void pvnet_rx_deliver(struct pvnet_rxq *rxq, struct sk_buff *skb,
-			     const struct virtio_net_hdr_v1 *hdr,
+			     const struct virtio_net_hdr_v1_hash *hash_hdr,
 			     struct pvnet_rx_batch *batch)
 {
+	const struct virtio_net_hdr_v1 *hdr = &hash_hdr->hdr;
+	u16 report = le16_to_cpu(hash_hdr->hash_report);
 	struct pvnet_priv *priv = rxq->priv;
 	struct net_device *dev = priv->dev;
 
@@ -599,6 +626,12 @@ static void pvnet_rx_deliver(struct pvnet_rxq *rxq, struct sk_buff *skb,
 	batch->packets++;
 	batch->bytes += skb->len;
 
+	if (report != VIRTIO_NET_HASH_REPORT_NONE &&
+	    report <= VIRTIO_NET_HASH_REPORT_UDPv6_EX &&
+	    (dev->features & NETIF_F_RXHASH))
+		skb_set_hash(skb, le32_to_cpu(hash_hdr->hash_value),
+			     pvnet_hash_level(report));
+
 	skb_record_rx_queue(skb, rxq - priv->rxq);
 	skb->protocol = eth_type_trans(skb, dev);
 	napi_gro_receive(&rxq->napi, skb);
@@ -612,9 +645,9 @@ static void pvnet_rx_small(struct pvnet_rxq *rxq, struct sk_buff *skb,
 			   unsigned int len, struct pvnet_rx_batch *batch)
 {
 	struct pvnet_priv *priv = rxq->priv;
-	struct virtio_net_hdr_v1 hdr;
+	struct virtio_net_hdr_v1_hash hdr;
 
-	if (unlikely(len < PVNET_HDR_LEN + ETH_HLEN || len > priv->rx_buf_len)) {
+	if (unlikely(len < priv->hdr_len + ETH_HLEN || len > priv->rx_buf_len)) {
 		net_dbg_ratelimited("%s: bad rx length %u\n",
 				    priv->dev->name, len);
 		batch->errors++;
@@ -623,8 +656,8 @@ static void pvnet_rx_small(struct pvnet_rxq *rxq, struct sk_buff *skb,
 	}
 
 	__skb_put(skb, len);
-	memcpy(&hdr, skb->data, sizeof(hdr));
-	__skb_pull(skb, PVNET_HDR_LEN);
+	pvnet_rx_hdr(priv, &hdr, skb->data);
+	__skb_pull(skb, priv->hdr_len);
 	pvnet_rx_deliver(rxq, skb, &hdr, batch);
 }
 
@@ -838,6 +871,57 @@ static void *pvnet_xdp_linearize(struct pvnet_rxq *rxq, void *buf,
 	return NULL;
 }
 
+/* An xdp_buff with its packet's header, for the XDP metadata kfuncs. */
+struct pvnet_xdp_buff {
+	struct xdp_buff xdp;
+	const struct virtio_net_hdr_v1_hash *hdr;
+};
+
+#if PVNET_XDP_RX_HASH
+static const enum xdp_rss_hash_type pvnet_xdp_rss_types[] = {
+	[VIRTIO_NET_HASH_REPORT_NONE]		= XDP_RSS_TYPE_NONE,
+	[VIRTIO_NET_HASH_REPORT_IPv4]		= XDP_RSS_TYPE_L3_IPV4,
+	[VIRTIO_NET_HASH_REPORT_TCPv4]		= XDP_RSS_TYPE_L4_IPV4_TCP,
+	[VIRTIO_NET_HASH_REPORT_UDPv4]		= XDP_RSS_TYPE_L4_IPV4_UDP,
+	[VIRTIO_NET_HASH_REPORT_IPv6]		= XDP_RSS_TYPE_L3_IPV6,
+	[VIRTIO_NET_HASH_REPORT_TCPv6]		= XDP_RSS_TYPE_L4_IPV6_TCP,
+	[VIRTIO_NET_HASH_REPORT_UDPv6]		= XDP_RSS_TYPE_L4_IPV6_UDP,
+	[VIRTIO_NET_HASH_REPORT_IPv6_EX]	= XDP_RSS_TYPE_L3_IPV6_EX,
+	[VIRTIO_NET_HASH_REPORT_TCPv6_EX]	= XDP_RSS_TYPE_L4_IPV6_TCP_EX,
+	[VIRTIO_NET_HASH_REPORT_UDPv6_EX]	= XDP_RSS_TYPE_L4_IPV6_UDP_EX,
+};
+
+/* bpf_xdp_metadata_rx_hash(): the hash the device reported, if any. */
+static int pvnet_xdp_rx_hash(const struct xdp_md *ctx, u32 *hash,
+			     enum xdp_rss_hash_type *rss_type)
+{
+	/* The program runs on &pvnet_xdp_buff.xdp (pvnet_rx_mrg_xdp()). */
+	const struct pvnet_xdp_buff *pxdp = (const void *)ctx;
+	u16 report = le16_to_cpu(pxdp->hdr->hash_report);
+
+	BUILD_BUG_ON(offsetof(struct pvnet_xdp_buff, xdp) != 0);
+	if (report == VIRTIO_NET_HASH_REPORT_NONE ||
+	    report >= ARRAY_SIZE(pvnet_xdp_rss_types))
+		return -ENODATA;
+	*hash = le32_to_cpu(pxdp->hdr->hash_value);
+	*rss_type = pvnet_xdp_rss_types[report];
+	return 0;
+}
+
+static const struct xdp_metadata_ops pvnet_xdp_metadata_ops = {
+	.xmo_rx_hash = pvnet_xdp_rx_hash,
+};
+#endif
+
+/* Offer the XDP metadata kfuncs the kernel and the device allow. */
+void pvnet_rx_init_xdp_metadata(struct pvnet_priv *priv)
+{
+#if PVNET_XDP_RX_HASH
+	if (priv->hash_types)
+		priv->dev->xdp_metadata_ops = &pvnet_xdp_metadata_ops;
+#endif
+}
+
 #if PVNET_XDP_FRAGS
 /*
  * Attach the packet's other @n buffers to @xdp as frags (their shared
@@ -944,9 +1028,10 @@ static void pvnet_xdp_put_buff(struct pvnet_rxq *rxq, struct xdp_buff *xdp,
 static void pvnet_xdp_pass(struct pvnet_rxq *rxq, struct xdp_buff *xdp,
 			   void *buf, unsigned int truesize,
 			   const unsigned int *frag_truesize,
-			   struct virtio_net_hdr_v1 *hdr, void *orig_data,
-			   struct pvnet_rx_batch *batch)
+			   struct virtio_net_hdr_v1_hash *hash_hdr,
+			   void *orig_data, struct pvnet_rx_batch *batch)
 {
+	struct virtio_net_hdr_v1 *hdr = &hash_hdr->hdr;
 	struct skb_shared_info *sinfo = xdp_get_shared_info_from_buff(xdp);
 	unsigned int i, nr = pvnet_xdp_nr_frags(xdp);
 	unsigned int len = xdp->data_end - xdp->data;
@@ -986,7 +1071,7 @@ static void pvnet_xdp_pass(struct pvnet_rxq *rxq, struct xdp_buff *xdp,
 	if (!used)
 		pvnet_mrg_put(rxq, buf, true);
 	if (rs.head)
-		pvnet_rx_deliver(rxq, rs.head, hdr, batch);
+		pvnet_rx_deliver(rxq, rs.head, hash_hdr, batch);
 }
 
 /* Send the XDP_TX frames collected in this poll. */
@@ -1012,9 +1097,11 @@ static void pvnet_xdp_tx_flush(struct pvnet_rxq *rxq,
  * takes frags, only the first buffer, as far as it fits).
  */
 static void pvnet_rx_mrg_xdp(struct pvnet_rxq *rxq, void *token,
-			     unsigned int len, struct virtio_net_hdr_v1 *hdr,
+			     unsigned int len,
+			     struct virtio_net_hdr_v1_hash *hdr,
 			     u16 num_buffers, struct pvnet_rx_batch *batch)
 {
+	unsigned int hdr_len = rxq->priv->hdr_len;
 	unsigned int frag_truesize[MAX_SKB_FRAGS];
 	unsigned int truesize = pvnet_mrg_truesize(token);
 	const unsigned int first_truesize = truesize;
@@ -1023,13 +1110,14 @@ static void pvnet_rx_mrg_xdp(struct pvnet_rxq *rxq, void *token,
 	void *buf = pvnet_mrg_buf(token);
 	void *const first = buf;
 	unsigned int rest = 0;
+	struct pvnet_xdp_buff pxdp = { .hdr = hdr };
+	struct xdp_buff *xdp = &pxdp.xdp;
 	struct xdp_frame *xdpf;
-	struct xdp_buff xdp;
 	void *orig_data;
 	u32 act;
 
 	/* Left from before the guest offloads were turned off for XDP. */
-	if (unlikely(hdr->gso_type != VIRTIO_NET_HDR_GSO_NONE)) {
+	if (unlikely(hdr->hdr.gso_type != VIRTIO_NET_HDR_GSO_NONE)) {
 		batch->drops++;
 		pvnet_mrg_put(rxq, buf, true);
 		pvnet_rx_mrg_discard(rxq, num_buffers - 1, batch);
@@ -1062,26 +1150,26 @@ static void pvnet_rx_mrg_xdp(struct pvnet_rxq *rxq, void *token,
 		num_buffers = 1;
 	}
 
-	pvnet_xdp_prepare(&xdp, truesize, &rxq->xdp_rxq, buf,
-			  PVNET_RX_HEADROOM + PVNET_HDR_LEN, len - PVNET_HDR_LEN);
+	pvnet_xdp_prepare(xdp, truesize, &rxq->xdp_rxq, buf,
+			  PVNET_RX_HEADROOM + hdr_len, len - hdr_len);
 	if ((rest || num_buffers > 1) &&
-	    !pvnet_xdp_add_frags(rxq, &xdp, first + PVNET_RX_HEADROOM + len,
+	    !pvnet_xdp_add_frags(rxq, xdp, first + PVNET_RX_HEADROOM + len,
 				 rest, first_truesize, num_buffers - 1,
 				 frag_truesize, batch)) {
-		pvnet_xdp_put_buff(rxq, &xdp, buf);
+		pvnet_xdp_put_buff(rxq, xdp, buf);
 		return;
 	}
 
 	batch->xdp_packets++;
-	orig_data = xdp.data;
-	act = pvnet_run_xdp(prog, &xdp);
+	orig_data = xdp->data;
+	act = pvnet_run_xdp(prog, xdp);
 	switch (act) {
 	case XDP_PASS:
-		pvnet_xdp_pass(rxq, &xdp, buf, truesize, frag_truesize, hdr,
+		pvnet_xdp_pass(rxq, xdp, buf, truesize, frag_truesize, hdr,
 			       orig_data, batch);
 		return;
 	case XDP_TX:
-		xdpf = xdp_convert_buff_to_frame(&xdp);
+		xdpf = xdp_convert_buff_to_frame(xdp);
 		if (unlikely(!xdpf))
 			break;
 		batch->tx[batch->n_tx++] = xdpf;
@@ -1089,14 +1177,14 @@ static void pvnet_rx_mrg_xdp(struct pvnet_rxq *rxq, void *token,
 			pvnet_xdp_tx_flush(rxq, batch);
 		return;
 	case XDP_REDIRECT:
-		if (unlikely(xdp_do_redirect(dev, &xdp, prog)))
+		if (unlikely(xdp_do_redirect(dev, xdp, prog)))
 			break;
 		batch->xdp_redirects++;
 		batch->xdp_flush = true;
 		return;
 	case XDP_DROP:
 		batch->xdp_drops++;
-		pvnet_xdp_put_buff(rxq, &xdp, buf);
+		pvnet_xdp_put_buff(rxq, xdp, buf);
 		return;
 	case XDP_ABORTED:
 		break;
@@ -1108,7 +1196,7 @@ static void pvnet_rx_mrg_xdp(struct pvnet_rxq *rxq, void *token,
 	/* XDP_ABORTED, an unknown action, or an action that failed. */
 	trace_xdp_exception(dev, prog, act);
 	batch->xdp_aborted++;
-	pvnet_xdp_put_buff(rxq, &xdp, buf);
+	pvnet_xdp_put_buff(rxq, xdp, buf);
 }
 
 /*
@@ -1124,13 +1212,13 @@ static void pvnet_rx_mergeable(struct pvnet_rxq *rxq, void *token,
 	struct pvnet_priv *priv = rxq->priv;
 	unsigned int truesize = pvnet_mrg_truesize(token);
 	void *buf = pvnet_mrg_buf(token);
-	struct virtio_net_hdr_v1 hdr;
+	struct virtio_net_hdr_v1_hash hdr;
 	struct pvnet_rx_skb rs = {};
 	unsigned int total, i;
 	u16 num_buffers;
 	bool used;
 
-	if (unlikely(len < PVNET_HDR_LEN || len > pvnet_mrg_capacity(token))) {
+	if (unlikely(len < priv->hdr_len || len > pvnet_mrg_capacity(token))) {
 		net_dbg_ratelimited("%s: bad rx length %u\n",
 				    priv->dev->name, len);
 		batch->errors++;
@@ -1138,9 +1226,9 @@ static void pvnet_rx_mergeable(struct pvnet_rxq *rxq, void *token,
 		return;
 	}
 
-	memcpy(&hdr, buf + PVNET_RX_HEADROOM, sizeof(hdr));
-	num_buffers = virtio16_to_cpu(priv->vdev, hdr.num_buffers);
-	total = len - PVNET_HDR_LEN;
+	pvnet_rx_hdr(priv, &hdr, buf + PVNET_RX_HEADROOM);
+	num_buffers = virtio16_to_cpu(priv->vdev, hdr.hdr.num_buffers);
+	total = len - priv->hdr_len;
 
 	if (unlikely(!num_buffers)) {
 		batch->errors++;
@@ -1154,9 +1242,9 @@ static void pvnet_rx_mergeable(struct pvnet_rxq *rxq, void *token,
 	}
 
 	if (!pvnet_rx_skb_start(rxq, &rs, buf + PVNET_RX_HEADROOM +
-				PVNET_HDR_LEN, total, virt_to_head_page(buf),
+				priv->hdr_len, total, virt_to_head_page(buf),
 				buf - page_address(virt_to_head_page(buf)) +
-				PVNET_RX_HEADROOM + PVNET_HDR_LEN, truesize,
+				PVNET_RX_HEADROOM + priv->hdr_len, truesize,
 				&used)) {
 		batch->drops++;
 		used = false;
@@ -1201,7 +1289,7 @@ static void pvnet_rx_mergeable(struct pvnet_rxq *rxq, void *token,
 	if (!rs.head)
 		return;
 
-	ewma_pvnet_rx_len_add(&rxq->len_avg, PVNET_HDR_LEN + total);
+	ewma_pvnet_rx_len_add(&rxq->len_avg, priv->hdr_len + total);
 	pvnet_rx_deliver(rxq, rs.head, &hdr, batch);
 	return;
 
@@ -1214,13 +1302,13 @@ static void pvnet_rx_big(struct pvnet_rxq *rxq, struct page *first,
 			 unsigned int len, struct pvnet_rx_batch *batch)
 {
 	struct pvnet_priv *priv = rxq->priv;
-	struct virtio_net_hdr_v1 hdr;
+	struct virtio_net_hdr_v1_hash hdr;
 	struct pvnet_rx_skb rs;
 	struct page *page, *next;
 	unsigned int chunk;
 	bool used;
 
-	if (unlikely(len < PVNET_HDR_LEN + ETH_HLEN ||
+	if (unlikely(len < priv->hdr_len + ETH_HLEN ||
 		     len > priv->rx_big_pages * PAGE_SIZE)) {
 		net_dbg_ratelimited("%s: bad rx length %u\n",
 				    priv->dev->name, len);
@@ -1229,12 +1317,12 @@ static void pvnet_rx_big(struct pvnet_rxq *rxq, struct page *first,
 		return;
 	}
 
-	memcpy(&hdr, page_address(first), sizeof(hdr));
-	len -= PVNET_HDR_LEN;
-	chunk = min_t(unsigned int, len, PAGE_SIZE - PVNET_HDR_LEN);
+	pvnet_rx_hdr(priv, &hdr, page_address(first));
+	len -= priv->hdr_len;
+	chunk = min_t(unsigned int, len, PAGE_SIZE - priv->hdr_len);
 
-	if (!pvnet_rx_skb_start(rxq, &rs, page_address(first) + PVNET_HDR_LEN,
-				chunk, first, PVNET_HDR_LEN, PAGE_SIZE, &used)) {
+	if (!pvnet_rx_skb_start(rxq, &rs, page_address(first) + priv->hdr_len,
+				chunk, first, priv->hdr_len, PAGE_SIZE, &used)) {
 		batch->drops++;
 		pvnet_big_put(first);
 		return;

@@ -2,7 +2,7 @@
 /*
  * pvnet: transmit path.
  *
- * The 12-byte virtio-net header is pushed into the skb headroom, so the
+ * The virtio-net header (12 or 20 bytes) is pushed into the skb headroom, so the
  * header and the linear data share one descriptor (VERSION_1 implies
  * VIRTIO_F_ANY_LAYOUT); the skb is the virtqueue token.
  *
@@ -202,7 +202,9 @@ static int pvnet_tx_add(struct pvnet_txq *txq, struct sk_buff *skb,
 {
 	struct pvnet_priv *priv = txq->priv;
 	struct virtio_device *vdev = priv->vdev;
-	struct virtio_net_hdr_v1 hdr = {};
+	struct virtio_net_hdr_v1_hash hash_hdr = {};
+	struct virtio_net_hdr_v1 *hdr = &hash_hdr.hdr;
+	unsigned int hdr_len = priv->hdr_len;
 	int nsg, err;
 
 	info->partial = skb->ip_summed == CHECKSUM_PARTIAL;
@@ -211,14 +213,14 @@ static int pvnet_tx_add(struct pvnet_txq *txq, struct sk_buff *skb,
 
 	if (info->partial) {
 		/* Relative to the Ethernet header, i.e. before the push. */
-		hdr.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-		hdr.csum_start = cpu_to_virtio16(vdev,
-						 skb_checksum_start_offset(skb));
-		hdr.csum_offset = cpu_to_virtio16(vdev, skb->csum_offset);
+		hdr->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+		hdr->csum_start = cpu_to_virtio16(vdev,
+						  skb_checksum_start_offset(skb));
+		hdr->csum_offset = cpu_to_virtio16(vdev, skb->csum_offset);
 	}
-	hdr.gso_type = VIRTIO_NET_HDR_GSO_NONE;
+	hdr->gso_type = VIRTIO_NET_HDR_GSO_NONE;
 	if (info->gso) {
-		info->segs = pvnet_tx_gso(priv, skb, &hdr);
+		info->segs = pvnet_tx_gso(priv, skb, hdr);
 		if (unlikely(!info->segs)) {
 			net_warn_ratelimited("%s: dropping GSO skb of type %#x the device cannot segment\n",
 					     priv->dev->name,
@@ -226,12 +228,14 @@ static int pvnet_tx_add(struct pvnet_txq *txq, struct sk_buff *skb,
 			return -EPROTONOSUPPORT;
 		}
 	}
-	/* num_buffers stays zero on transmit (VIRTIO 1.2, 5.1.6.2). */
-
-	err = skb_cow_head(skb, PVNET_HDR_LEN);
+	/*
+	 * num_buffers stays zero on transmit (VIRTIO 1.2, 5.1.6.2), and so
+	 * do the hash fields of a 20-byte header.
+	 */
+	err = skb_cow_head(skb, hdr_len);
 	if (unlikely(err))
 		return err;
-	memcpy(skb_push(skb, PVNET_HDR_LEN), &hdr, PVNET_HDR_LEN);
+	memcpy(skb_push(skb, hdr_len), &hash_hdr, hdr_len);
 
 	sg_init_table(txq->sg, ARRAY_SIZE(txq->sg));
 	nsg = skb_to_sgvec(skb, txq->sg, 0, skb->len);
@@ -258,7 +262,7 @@ static int pvnet_tx_add(struct pvnet_txq *txq, struct sk_buff *skb,
 	return 0;
 
 err_pull:
-	__skb_pull(skb, PVNET_HDR_LEN);
+	__skb_pull(skb, hdr_len);
 	return err;
 }
 
@@ -397,24 +401,24 @@ void pvnet_tx_open_xdp(struct pvnet_txq *txq)
  */
 static int pvnet_tx_add_xdp(struct pvnet_txq *txq, struct xdp_frame *xdpf)
 {
+	unsigned int i, nr_frags = 0, hdr_len = txq->priv->hdr_len;
 	struct skb_shared_info *sinfo = NULL;
-	unsigned int i, nr_frags = 0;
 	struct scatterlist *sg = txq->sg;
 
 	if (pvnet_xdp_frame_has_frags(xdpf)) {
 		sinfo = xdp_get_shared_info_from_frame(xdpf);
 		nr_frags = sinfo->nr_frags;
 	}
-	if (unlikely(xdpf->headroom < PVNET_HDR_LEN ||
+	if (unlikely(xdpf->headroom < hdr_len ||
 		     nr_frags + 1 > ARRAY_SIZE(txq->sg)))
 		return -EOVERFLOW;
 	if (unlikely(txq->vq->num_free < nr_frags + 1))
 		return -ENOSPC;
 
-	xdpf->data -= PVNET_HDR_LEN;
-	xdpf->len += PVNET_HDR_LEN;
-	xdpf->headroom -= PVNET_HDR_LEN;
-	memset(xdpf->data, 0, PVNET_HDR_LEN);
+	xdpf->data -= hdr_len;
+	xdpf->len += hdr_len;
+	xdpf->headroom -= hdr_len;
+	memset(xdpf->data, 0, hdr_len);
 
 	sg_init_table(sg, nr_frags + 1);
 	sg_set_buf(&sg[0], xdpf->data, xdpf->len);

@@ -25,16 +25,20 @@
 #include "pvnet.h"
 #include "pvnet_compat.h"
 
-/* Largest MTU whose frames fit one rx buffer with XDP's head and tail room. */
-#define PVNET_XDP_MAX_MTU \
-	(PAGE_SIZE - XDP_PACKET_HEADROOM - PVNET_HDR_LEN - ETH_HLEN - \
+/*
+ * Largest MTU whose frames fit one rx buffer with XDP's head and tail room
+ * (and a header of @hdr_len bytes).
+ */
+#define PVNET_XDP_MAX_MTU(hdr_len) \
+	(PAGE_SIZE - XDP_PACKET_HEADROOM - (hdr_len) - ETH_HLEN - \
 	 VLAN_HLEN - SKB_DATA_ALIGN(sizeof(struct skb_shared_info)))
 
 /* Can @prog (NULL: none) run with @mtu? */
 int pvnet_xdp_check_mtu(struct pvnet_priv *priv, const struct bpf_prog *prog,
 			unsigned int mtu, struct netlink_ext_ack *extack)
 {
-	if (!prog || mtu <= PVNET_XDP_MAX_MTU || pvnet_prog_has_frags(prog))
+	if (!prog || mtu <= PVNET_XDP_MAX_MTU(priv->hdr_len) ||
+	    pvnet_prog_has_frags(prog))
 		return 0;
 
 	if (PVNET_XDP_FRAGS)
@@ -44,7 +48,7 @@ int pvnet_xdp_check_mtu(struct pvnet_priv *priv, const struct bpf_prog *prog,
 		pvnet_config_err(priv->dev, extack,
 				 "MTU too large for XDP on this kernel (no multi-buffer XDP before Linux 5.18): lower the MTU");
 	netdev_info(priv->dev, "XDP without frags needs an MTU of at most %lu\n",
-		    (unsigned long)PVNET_XDP_MAX_MTU);
+		    (unsigned long)PVNET_XDP_MAX_MTU(priv->hdr_len));
 	return -EINVAL;
 }
 

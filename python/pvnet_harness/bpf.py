@@ -1,6 +1,6 @@
 """The XDP test programs (tests/bpf/*.c), compiled on the host and cached under out/bpf/.
 
-BPF programs (`xdp_*.c`) are built with `clang -O2 -g -target bpf` against Debian's libbpf-dev
+BPF programs (`xdp_*.c`, `tc_*.c`) are built with `clang -O2 -g -target bpf` against Debian's libbpf-dev
 headers (<bpf/bpf_helpers.h>, <bpf/bpf_endian.h>); user-space helpers (`xsk_rx.c`) with gcc,
 linked with -lbpf. The guest runs the host's /usr over 9p, so an object or binary built here
 runs there unchanged once it is copied into the guest's work share. An output is rebuilt when
@@ -97,9 +97,11 @@ def compile_user(name: str, src_dir: Path = BPF_SRC, out_dir: Path = BPF_OUT) ->
 
 
 def program_names(src_dir: Path = BPF_SRC) -> tuple[list[str], list[str]]:
-    """(BPF programs: xdp_*.c, user-space helpers: the other .c files) by name."""
+    """(BPF programs: xdp_*.c and tc_*.c, user-space helpers: the other .c files) by name."""
     names = sorted(p.stem for p in src_dir.glob("*.c"))
-    return [n for n in names if n.startswith("xdp_")], [n for n in names if not n.startswith("xdp_")]
+    is_bpf = [n.startswith(("xdp_", "tc_")) for n in names]
+    return ([n for n, b in zip(names, is_bpf, strict=True) if b],
+            [n for n, b in zip(names, is_bpf, strict=True) if not b])
 
 
 def build_all(src_dir: Path = BPF_SRC, out_dir: Path = BPF_OUT) -> BpfPrograms:

@@ -30,6 +30,7 @@ GUEST_MODULES: tuple[tuple[str, str], ...] = (
     ("sch_tbf", ""),
     ("cls_matchall", ""),
     ("cls_u32", ""),
+    ("cls_bpf", ""),
     ("act_mirred", ""),
     ("ifb", "numifbs=0"),
     ("veth", ""),

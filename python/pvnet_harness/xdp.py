@@ -22,6 +22,8 @@ XDP_TEST_PORT = 9
 # Slots of the programs' xdp_counts map, in order (enum xdp_counter in xdp_common.h).
 COUNTERS = ("hit", "pass", "head_ok", "head_fail", "tail_ok", "tail_fail", "corrupt")
 GUEST_DIR = "/mnt/work/bpf"  # the work share's bpf/ folder as the guest sees it
+# Entries of the rx_hashes map of tests/bpf/rx_hash.h (RX_HASH_SLOTS there).
+RX_HASH_SLOTS = 4096
 
 
 def header_define(name: str, header: Path = BPF_SRC / "xdp_common.h") -> int:
@@ -64,6 +66,41 @@ def le_bytes(value: int, size: int = 4) -> str:
     return " ".join(str(b) for b in value.to_bytes(size, "little"))
 
 
+def parse_rss_key(ethtool_x: str) -> bytes:
+    """`ethtool -x DEV` -> the RSS hash key (the colon-separated hex after "RSS hash key:")."""
+    m = re.search(r"RSS hash key:\s*\n\s*([0-9a-fA-F:]+)", ethtool_x)
+    if m is None:
+        raise ValueError(f"no RSS hash key in:\n{ethtool_x}")
+    return bytes(int(b, 16) for b in m.group(1).split(":"))
+
+
+def toeplitz(key: bytes, data: bytes) -> int:
+    """The Toeplitz hash of `data` with `key` (the RSS hash of the virtio spec, 5.1.6.4.3.1):
+    for every set bit of the input, XOR in the 32 key bits starting at that bit."""
+    if len(key) * 8 < len(data) * 8 + 32:
+        raise ValueError(f"a {len(key)}-byte key is too short for {len(data)} bytes of input")
+    k = int.from_bytes(key, "big")
+    kbits = len(key) * 8
+    result = 0
+    for i in range(len(data) * 8):
+        if data[i // 8] & (0x80 >> (i % 8)):
+            result ^= (k >> (kbits - 32 - i)) & 0xFFFFFFFF
+    return result
+
+
+def parse_rx_hashes(dump: str) -> dict[int, tuple[int, int, int, int]]:
+    """`bpftool -j map dump` of xdp_rx_hash's rx_hashes -> {seq: (ret, hash, type, seen)} for
+    the entries a frame reached (seen > 0)."""
+    out: dict[int, tuple[int, int, int, int]] = {}
+    for entry in json.loads(dump):
+        value = bytes(int(b, 16) for b in entry["value"])
+        ret = int.from_bytes(value[0:4], "little", signed=True)
+        hash_, type_, seen = (int.from_bytes(value[i:i + 4], "little") for i in (4, 8, 12))
+        if seen:
+            out[_le_int(entry["key"])] = (ret, hash_, type_, seen)
+    return out
+
+
 @dataclass
 class GuestXdp:
     """XDP programs of one guest. install() first: it copies the objects and helpers."""
@@ -92,6 +129,27 @@ class GuestXdp:
         """Attach (or replace: -force) a program in driver mode; stderr is in the output."""
         return self.guest.run(f"ip -force link set dev {dev} xdpdrv obj {self.obj(prog)} "
                               f"sec {sec} 2>&1", check=check)
+
+    def attach_bound(self, dev: str, prog: str) -> CmdResult:
+        """Load a program bound to dev (what XDP metadata kfuncs need) and attach it in driver
+        mode, with the load_bound helper; its stderr is in the output."""
+        return self.guest.run(f"{self.helper('load_bound')} {self.obj(prog)} {prog} {dev} 2>&1",
+                              check=False)
+
+    def rx_hashes(self, map_id: int) -> dict[int, tuple[int, int, int, int]]:
+        """The rx_hashes map (tests/bpf/rx_hash.h) of id map_id, dumped through the work share
+        (a 4096-entry dump is too much for the console)."""
+        self.guest.sh(f"bpftool -j map dump id {map_id} > /mnt/work/rx_hashes.json")
+        return parse_rx_hashes((self.guest.workdir / "rx_hashes.json").read_text())
+
+    def prog_map_id(self, prog: str, name: str) -> int:
+        """The id of map `name` of the loaded program called `prog` (a tc program, say)."""
+        info = json.loads(self.guest.sh(f"bpftool -j prog show name {prog}"))
+        progs = info if isinstance(info, list) else [info]
+        for map_id in (m for p in progs for m in p.get("map_ids", [])):
+            if json.loads(self.guest.sh(f"bpftool -j map show id {map_id}"))["name"] == name:
+                return int(map_id)
+        self.guest.fail(f"no program {prog} with a map {name} is loaded: {info}")
 
     def detach(self, dev: str) -> None:
         self.guest.sh(f"ip link set dev {dev} xdpdrv off")

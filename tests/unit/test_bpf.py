@@ -1,11 +1,14 @@
 """XDP test programs: build caching, the C/Python constants agreeing, bpftool/ip JSON parsing,
-the numbered-flood checker."""
+the numbered-flood checker, the Toeplitz hash the rx-hash test checks against."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import re
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
@@ -14,11 +17,15 @@ from pvnet_harness.bpf import BPF_SRC, BpfBuildError, build_all, need_tool, prog
 from pvnet_harness.traffic import FloodTally, udp_flood_frames, udp_flood_seq
 from pvnet_harness.xdp import (
     COUNTERS,
+    RX_HASH_SLOTS,
     XDP_TEST_PORT,
     header_define,
     le_bytes,
     parse_percpu_dump,
+    parse_rss_key,
+    parse_rx_hashes,
     parse_xdp_prog_id,
+    toeplitz,
 )
 
 
@@ -34,8 +41,9 @@ def test_port_and_counter_slots_match_the_c_header() -> None:
 def test_program_names_split_bpf_from_helpers() -> None:
     progs, helpers = program_names()
     assert {"xdp_drop", "xdp_tx_swap", "xdp_pass_adjust", "xdp_redirect_devmap",
-            "xdp_redirect_xsk", "xdp_redirect_cpumap", "xdp_aborted"} <= set(progs)
-    assert helpers == ["xsk_rx"]
+            "xdp_redirect_xsk", "xdp_redirect_cpumap", "xdp_aborted", "xdp_rx_hash",
+            "tc_skb_hash"} <= set(progs)
+    assert helpers == ["load_bound", "xsk_rx"]
 
 
 def test_stale_when_missing_or_older(tmp_path: Path) -> None:
@@ -112,3 +120,61 @@ def test_bench_xdp_metrics_use_built_programs() -> None:
 
     assert set(XDP_PROGS) <= {m.name for m in METRICS}
     assert set(XDP_PROGS.values()) <= set(program_names()[0])
+
+
+# The verification suite of Microsoft's RSS documentation ("Verifying the RSS Hash
+# Calculation"), with its default key.
+MS_KEY = bytes.fromhex("6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c"
+                       "6a42b73bbeac01fa")
+
+
+def _tuple(src: str, dst: str, ports: tuple[int, int] | None) -> bytes:
+    data = ipaddress.ip_address(src).packed + ipaddress.ip_address(dst).packed
+    return data + (struct.pack("!HH", *ports) if ports else b"")
+
+
+@pytest.mark.parametrize("src,dst,ports,want", [
+    ("66.9.149.187", "161.142.100.80", (2794, 1766), 0x51CCC178),
+    ("66.9.149.187", "161.142.100.80", None, 0x323E8FC2),
+    ("199.92.111.2", "65.69.140.83", (14230, 4739), 0xC626B0EA),
+    ("24.19.198.95", "12.22.207.184", (12898, 38024), 0x5C2B394A),
+    ("3ffe:2501:200:1fff::7", "3ffe:2501:200:3::1", (2794, 1766), 0x40207D3D),
+    ("3ffe:2501:200:1fff::7", "3ffe:2501:200:3::1", None, 0x2CC18CD5),
+])
+def test_toeplitz_matches_the_published_vectors(src: str, dst: str,
+                                                ports: tuple[int, int] | None,
+                                                want: int) -> None:
+    assert toeplitz(MS_KEY, _tuple(src, dst, ports)) == want
+
+
+def test_toeplitz_refuses_a_short_key() -> None:
+    with pytest.raises(ValueError):
+        toeplitz(MS_KEY[:8], bytes(12))
+
+
+def test_rss_key_from_ethtool_x() -> None:
+    text = ("RX flow hash indirection table for eth1 with 2 RX ring(s):\n"
+            "Operation not supported\nRSS hash key:\n"
+            + ":".join(f"{b:02x}" for b in MS_KEY) + "\nRSS hash function:\n    toeplitz: on\n")
+    assert parse_rss_key(text) == MS_KEY
+    with pytest.raises(ValueError):
+        parse_rss_key("RSS hash key:\nOperation not supported\n")
+
+
+def test_rx_hashes_dump_keeps_the_entries_frames_reached() -> None:
+    def hexes(data: bytes) -> list[str]:
+        return [f"0x{b:02x}" for b in data]
+
+    entries = [
+        {"key": hexes((0).to_bytes(4, "little")),
+         "value": hexes(struct.pack("<iIII", 0, 0xDEADBEEF, 41, 1))},
+        {"key": hexes((1).to_bytes(4, "little")),
+         "value": hexes(struct.pack("<iIII", -61, 0, 0, 2))},
+        {"key": hexes((2).to_bytes(4, "little")), "value": hexes(bytes(16))},
+    ]
+    assert parse_rx_hashes(json.dumps(entries)) == {0: (0, 0xDEADBEEF, 41, 1),
+                                                   1: (-61, 0, 0, 2)}
+
+
+def test_rx_hash_slots_match_the_c_program() -> None:
+    assert header_define("RX_HASH_SLOTS", BPF_SRC / "rx_hash.h") == RX_HASH_SLOTS
