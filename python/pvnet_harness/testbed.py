@@ -226,21 +226,24 @@ class TestBed:
         out = self.g.sh(f"cd /sys/class/net/{dev}/statistics && grep . *")
         return {k: int(v) for k, v in parse_kv_lines(out).items()}
 
-    def stats_snapshot(self, tries: int = 10) -> tuple[dict[str, int], dict[str, int]]:
-        """(link counters, `ethtool -S`) read at one moment: the link counters before and after
-        `ethtool -S` in one guest command, again until both reads agree (a stray ND/ARP frame
-        or a late ACK arriving in between would make exact comparisons flaky)."""
-        dev = self.dut_if()
-        link_cmd = f"(cd /sys/class/net/{dev}/statistics && grep . *)"
+    def between_link_reads(self, cmd: str, tries: int = 10) -> tuple[dict[str, int], str]:
+        """(link counters, output of `cmd`) with nothing received or sent while `cmd` ran: the
+        link counters are read before and after `cmd` in one guest command, again until both
+        reads agree (a stray ND/ARP frame or a late ACK arriving in between would make exact
+        comparisons flaky)."""
+        link_cmd = f"(cd /sys/class/net/{self.dut_if()}/statistics && grep . *)"
         for _ in range(tries):
-            out = self.g.sh(f"{link_cmd}; echo @@ETHTOOL; ethtool -S {dev}; echo @@LINK; "
-                            f"{link_cmd}")
-            first, _, rest = out.partition("@@ETHTOOL")
-            ethtool, _, last = rest.partition("@@LINK")
+            out = self.g.sh(f"{link_cmd}; echo @@CMD; {cmd}; echo @@LINK; {link_cmd}")
+            first, _, rest = out.partition("@@CMD")
+            between, _, last = rest.partition("@@LINK")
             if first.strip() == last.strip():
-                link = {k: int(v) for k, v in parse_kv_lines(first).items()}
-                return link, parse_ethtool_stats(ethtool)
+                return {k: int(v) for k, v in parse_kv_lines(first).items()}, between
         raise AssertionError(f"link counters kept moving over {tries} reads")
+
+    def stats_snapshot(self, tries: int = 10) -> tuple[dict[str, int], dict[str, int]]:
+        """(link counters, `ethtool -S`) read at one moment (see between_link_reads)."""
+        link, ethtool = self.between_link_reads(f"ethtool -S {self.dut_if()}", tries)
+        return link, parse_ethtool_stats(ethtool)
 
     def ethtool_info(self) -> dict[str, str]:
         return parse_kv_lines(self.g.sh(f"ethtool -i {self.dut_if()}"))

@@ -270,32 +270,19 @@ def test_netlink_queue_stats_agree_with_ethtool(bed_mq: TestBed) -> None:
     try:
         bed_mq.g.sh(f"ping -c 20 -i 0.05 -W 2 {HOST_V4} >/dev/null")
         ifindex = bed_mq.g.sh(f"cat /sys/class/net/{dev}/ifindex")
-        # One command with the link counters read before and after, again until both agree:
-        # a stray ND/ARP frame between qstats and ethtool would make the comparison flaky.
-        link_cmd = f"grep . /sys/class/net/{dev}/statistics/*_packets"
-        for _ in range(10):
-            out = bed_mq.g.sh(f"{link_cmd}; echo @@QSTATS; python3 /mnt/work/qstats.py "
-                              f"{ifindex} 2>&1; echo qstats-rc=$?; ethtool -S {dev}; "
-                              f"echo @@LINK; {link_cmd}")
-            before, _, out = out.partition("@@QSTATS\n")
-            out, _, after = out.partition("@@LINK")
-            if before.strip() == after.strip():
-                break
-        else:
-            raise AssertionError("link counters kept moving over 10 reads")
+        # qstats and ethtool -S with nothing moving the counters in between
+        link, out = bed_mq.between_link_reads(
+            f"python3 /mnt/work/qstats.py {ifindex} 2>&1; echo qstats-rc=$?; ethtool -S {dev}")
     finally:
         bed_mq.g.sh(f"ethtool -L {dev} combined {QUEUES}")
     first, _, rest = out.partition("\nqstats-rc=")
     rc, _, rest = rest.partition("\n")
-    rest += before
     if bed_mq.tree.line in ("5.10", "6.1"):
         assert rc == "3", first
         return
     assert rc == "0", first
     data = json.loads(first)
     stats = parse_ethtool_stats(rest)
-    link = {k.rsplit("/", 1)[-1]: int(v) for k, v in parse_kv_lines(rest).items()
-            if k.startswith("/sys/")}
     queues = data["queues"]
     assert sorted((q["type"], q["id"]) for q in queues) == [
         (t, i) for t in ("rx", "tx") for i in range(2)]
