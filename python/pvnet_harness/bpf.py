@@ -99,9 +99,8 @@ def compile_user(name: str, src_dir: Path = BPF_SRC, out_dir: Path = BPF_OUT) ->
 def program_names(src_dir: Path = BPF_SRC) -> tuple[list[str], list[str]]:
     """(BPF programs: xdp_*.c and tc_*.c, user-space helpers: the other .c files) by name."""
     names = sorted(p.stem for p in src_dir.glob("*.c"))
-    is_bpf = [n.startswith(("xdp_", "tc_")) for n in names]
-    return ([n for n, b in zip(names, is_bpf, strict=True) if b],
-            [n for n, b in zip(names, is_bpf, strict=True) if not b])
+    bpf = [n for n in names if n.startswith(("xdp_", "tc_"))]
+    return bpf, [n for n in names if n not in bpf]
 
 
 def build_all(src_dir: Path = BPF_SRC, out_dir: Path = BPF_OUT) -> BpfPrograms:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .bpf import BPF_SRC, BpfPrograms
 from .guest import CmdResult, Guest
@@ -145,11 +146,10 @@ class GuestXdp:
     def prog_map_id(self, prog: str, name: str) -> int:
         """The id of map `name` of the loaded program called `prog` (a tc program, say)."""
         info = json.loads(self.guest.sh(f"bpftool -j prog show name {prog}"))
-        progs = info if isinstance(info, list) else [info]
-        for map_id in (m for p in progs for m in p.get("map_ids", [])):
-            if json.loads(self.guest.sh(f"bpftool -j map show id {map_id}"))["name"] == name:
-                return int(map_id)
-        self.guest.fail(f"no program {prog} with a map {name} is loaded: {info}")
+        ids = self._maps_of(*(info if isinstance(info, list) else [info]))
+        if name not in ids:
+            self.guest.fail(f"no program {prog} with a map {name} is loaded: {info}")
+        return ids[name]
 
     def detach(self, dev: str) -> None:
         self.guest.sh(f"ip link set dev {dev} xdpdrv off")
@@ -175,9 +175,12 @@ class GuestXdp:
         prog_id = self.prog_id(dev)
         if prog_id is None:
             self.guest.fail(f"no XDP program on {dev}")
-        info = json.loads(self.guest.sh(f"bpftool -j prog show id {prog_id}"))
+        return self._maps_of(json.loads(self.guest.sh(f"bpftool -j prog show id {prog_id}")))
+
+    def _maps_of(self, *progs: dict[str, Any]) -> dict[str, int]:
+        """{name: id} of the maps of programs described by `bpftool -j prog show`."""
         out: dict[str, int] = {}
-        for map_id in info.get("map_ids", []):
+        for map_id in (m for p in progs for m in p.get("map_ids", [])):
             m = json.loads(self.guest.sh(f"bpftool -j map show id {map_id}"))
             out[m["name"]] = int(m["id"])
         return out
