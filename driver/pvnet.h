@@ -327,10 +327,27 @@ static inline void pvnet_vq_napi_complete(struct napi_struct *napi,
 		pvnet_vq_napi_schedule(napi, vq);
 }
 
+/* Room kept in front of every mergeable buffer, for XDP. */
+#define PVNET_RX_HEADROOM	XDP_PACKET_HEADROOM
+/* Room an XDP buffer keeps at its end for the frags' shared info. */
+#define PVNET_XDP_TAILROOM	SKB_DATA_ALIGN(sizeof(struct skb_shared_info))
+/* Bytes of frame (with the virtio header) a page-sized XDP buffer holds. */
+#define PVNET_XDP_PAGE_ROOM \
+	(PAGE_SIZE - PVNET_RX_HEADROOM - PVNET_XDP_TAILROOM)
+
 /* Rx queues in use: the stack's pairs plus the XDP-only pairs. */
 static inline unsigned int pvnet_rx_pairs(const struct pvnet_priv *priv)
 {
 	return priv->curr_queue_pairs + priv->xdp_queue_pairs;
+}
+
+/*
+ * Whether the rx queues recycle through page_pools (mergeable buffers on a
+ * kernel that can, see pvnet_page_pool_create()): all of them or none.
+ */
+static inline bool pvnet_rx_has_pools(const struct pvnet_priv *priv)
+{
+	return priv->rxq && priv->rxq[0].pool;
 }
 
 /*

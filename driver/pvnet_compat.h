@@ -221,6 +221,20 @@ static inline u32 pvnet_page_pool_fresh_pages(const struct page_pool *pool)
 #endif
 }
 
+/*
+ * Pages @pool has taken from the page allocator and not given back: in its
+ * caches, posted to the ring, or held by the stack and XDP frames.
+ */
+static inline u32 pvnet_page_pool_pages(const struct page_pool *pool)
+{
+#ifdef PVNET_HAVE_PAGE_POOL_FRAG
+	return READ_ONCE(pool->pages_state_hold_cnt) -
+	       (u32)atomic_read(&pool->pages_state_release_cnt);
+#else
+	return 0;
+#endif
+}
+
 static inline void pvnet_skb_mark_for_recycle(struct sk_buff *skb)
 {
 #ifdef PVNET_HAVE_PAGE_POOL_FRAG

@@ -103,10 +103,12 @@ static int pvnet_get_sset_count(struct net_device *dev, int sset)
 
 	/*
 	 * Every pair the device has, also those not in use now, so that the
-	 * per-queue counters always add up to the device totals.
+	 * per-queue counters always add up to the device totals; with
+	 * page_pools, each rx queue also has its pool_pages gauge.
 	 */
 	return priv->max_queue_pairs *
-	       (PVNET_RXQ_STATS_NUM + PVNET_TXQ_STATS_NUM);
+	       (PVNET_RXQ_STATS_NUM + PVNET_TXQ_STATS_NUM +
+		(pvnet_rx_has_pools(priv) ? 1 : 0));
 }
 
 static void pvnet_get_strings(struct net_device *dev, u32 sset, u8 *data)
@@ -121,6 +123,11 @@ static void pvnet_get_strings(struct net_device *dev, u32 sset, u8 *data)
 		for (i = 0; i < PVNET_RXQ_STATS_NUM; i++) {
 			snprintf(data, ETH_GSTRING_LEN, "rx_queue_%u_%s", q,
 				 pvnet_rxq_stat_descs[i].name);
+			data += ETH_GSTRING_LEN;
+		}
+		if (pvnet_rx_has_pools(priv)) {
+			snprintf(data, ETH_GSTRING_LEN,
+				 "rx_queue_%u_pool_pages", q);
 			data += ETH_GSTRING_LEN;
 		}
 	}
@@ -143,6 +150,9 @@ static void pvnet_get_ethtool_stats(struct net_device *dev,
 	for (q = 0; q < priv->max_queue_pairs; q++) {
 		pvnet_rxq_stats_read(&priv->rxq[q].stats, data);
 		data += PVNET_RXQ_STATS_NUM;
+		/* A gauge, not a counter: see pvnet_page_pool_pages(). */
+		if (pvnet_rx_has_pools(priv))
+			*data++ = pvnet_page_pool_pages(priv->rxq[q].pool);
 	}
 
 	for (q = 0; q < priv->max_queue_pairs; q++) {

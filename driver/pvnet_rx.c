@@ -38,15 +38,11 @@
 #include "pvnet.h"
 #include "pvnet_compat.h"
 
-/* Room kept in front of every mergeable buffer, for XDP. */
-#define PVNET_RX_HEADROOM	XDP_PACKET_HEADROOM
 /* Mergeable buffer sizes are multiples of this (token encoding). */
 #define PVNET_MRG_ALIGN		256
 /* Token bits: (truesize / PVNET_MRG_ALIGN - 1), and the tailroom flag. */
 #define PVNET_MRG_SIZE_MASK	0x0fUL
 #define PVNET_MRG_ROOM		0x10UL
-/* Room an XDP buffer keeps at its end for the frags' shared info. */
-#define PVNET_XDP_TAILROOM	SKB_DATA_ALIGN(sizeof(struct skb_shared_info))
 /* XDP_TX frames collected in one poll before they are sent together. */
 #define PVNET_XDP_TX_BULK	16
 /* Smallest and largest data area of a mergeable buffer. */
@@ -775,10 +771,6 @@ static void *pvnet_rx_alloc_page_buf(struct pvnet_rxq *rxq)
 	page = alloc_page(GFP_ATOMIC | __GFP_NOWARN);
 	return page ? page_address(page) : NULL;
 }
-
-/* Bytes of frame (with the virtio header) a page-sized XDP buffer holds. */
-#define PVNET_XDP_PAGE_ROOM \
-	(PAGE_SIZE - PVNET_RX_HEADROOM - PVNET_XDP_TAILROOM)
 
 /*
  * Copy a packet's first buffer (@len bytes) into a fresh page laid out for

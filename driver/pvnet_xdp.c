@@ -30,8 +30,7 @@
  * (and a header of @hdr_len bytes).
  */
 #define PVNET_XDP_MAX_MTU(hdr_len) \
-	(PAGE_SIZE - XDP_PACKET_HEADROOM - (hdr_len) - ETH_HLEN - \
-	 VLAN_HLEN - SKB_DATA_ALIGN(sizeof(struct skb_shared_info)))
+	(PVNET_XDP_PAGE_ROOM - (hdr_len) - ETH_HLEN - VLAN_HLEN)
 
 /* Can @prog (NULL: none) run with @mtu? */
 int pvnet_xdp_check_mtu(struct pvnet_priv *priv, const struct bpf_prog *prog,
@@ -81,7 +80,7 @@ static void pvnet_xdp_set_rx_layout(struct pvnet_priv *priv,
 				    const struct bpf_prog *prog)
 {
 	WRITE_ONCE(priv->rx_tailroom,
-		   prog ? SKB_DATA_ALIGN(sizeof(struct skb_shared_info)) : 0);
+		   prog ? PVNET_XDP_TAILROOM : 0);
 	WRITE_ONCE(priv->rx_linear, prog && !pvnet_prog_has_frags(prog));
 }
 

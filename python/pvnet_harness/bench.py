@@ -41,7 +41,7 @@ from .bpf import BpfBuildError, build_all
 from .demo import iperf_mbps
 from .guest import GuestError, Profile, choose_accel, load_profile, vhost_usable
 from .netlab import NetLab
-from .testbed import DUT_V4, HOST_V4, TestBed, queue_sum
+from .testbed import DUT_V4, HOST_V4, TestBed, parse_ethtool_sections, queue_sum
 from .traffic import FloodCatcher, blast_frames, udp_flood_frames
 from .util import CommandError, progress, run
 from .xdp import XDP_TEST_PORT, GuestXdp
@@ -584,9 +584,7 @@ def dut_channels(bed: TestBed) -> str:
     res = bed.g.run(f"ethtool -l {bed.dut_if()}", check=False)
     if res.rc != 0:
         return "?"
-    current = res.out.partition("Current hardware settings:")[2]
-    m = re.search(r"Combined:\s*(\d+)", current)
-    return m.group(1) if m else "?"
+    return parse_ethtool_sections(res.out)[1].get("Combined", "?")
 
 
 @dataclass

@@ -85,6 +85,11 @@ class Profile:
         changes = ",".join(f"{k}={v}" for k, v in nic_changes.items())
         return Profile(f"{self.name}[{role}:{changes}]", machine, nics)
 
+    def with_machine(self, **changes: Any) -> Profile:
+        """This profile with [machine] fields changed (tcg_thread="single"...)."""
+        name = ",".join(f"{k}={v}" for k, v in changes.items())
+        return Profile(f"{self.name}[{name}]", dict(self.machine) | changes, self.nics)
+
 
 def load_profile(name: str = "standard", root: Path = REPO_ROOT) -> Profile:
     data = tomllib.loads((root / "qemu" / f"{name}.toml").read_text())
@@ -130,7 +135,7 @@ def qemu_argv(
     text = render(
         "qemu-args.j2",
         machine=profile.machine,
-        accel="kvm" if accel == "kvm" else "tcg,thread=multi",
+        accel="kvm" if accel == "kvm" else f"tcg,thread={profile.machine.get('tcg_thread', 'multi')}",
         cpu="host" if accel == "kvm" else "max",
         qmp_path=qmp_path,
         vmlinux=tree.vmlinux,

@@ -72,6 +72,12 @@ def parse_kv_lines(text: str, sep: str = ":") -> dict[str, str]:
     return out
 
 
+def parse_ethtool_sections(text: str) -> tuple[dict[str, str], dict[str, str]]:
+    """`ethtool -l`/`-g` output -> (maximums, current settings)."""
+    maxima, _, current = text.partition("Current hardware settings:")
+    return parse_kv_lines(maxima), parse_kv_lines(current)
+
+
 @dataclass
 class TestBed:
     __test__ = False  # not a pytest test class
@@ -220,6 +226,10 @@ class TestBed:
 
     def ethtool_stats(self) -> dict[str, int]:
         return parse_ethtool_stats(self.g.sh(f"ethtool -S {self.dut_if()}"))
+
+    def ethtool_sections(self, flag: str) -> tuple[dict[str, str], dict[str, str]]:
+        """`ethtool -l` (channels) or `ethtool -g` (rings) of the DUT: (maximums, current)."""
+        return parse_ethtool_sections(self.g.sh(f"ethtool {flag} {self.dut_if()}"))
 
     def link_stats(self) -> dict[str, int]:
         dev = self.dut_if()

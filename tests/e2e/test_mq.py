@@ -41,14 +41,8 @@ def bed_mq(make_bed: Callable[..., TestBed]) -> Iterator[TestBed]:
         yield tb
 
 
-def _ethtool_sections(text: str) -> tuple[dict[str, str], dict[str, str]]:
-    """`ethtool -l`/`-g` output -> (maximums, current settings)."""
-    maxima, _, current = text.partition("Current hardware settings:")
-    return parse_kv_lines(maxima), parse_kv_lines(current)
-
-
 def _channels(bed: TestBed) -> tuple[int, int]:
-    maxima, current = _ethtool_sections(bed.g.sh(f"ethtool -l {bed.dut_if()}"))
+    maxima, current = bed.ethtool_sections("-l")
     return int(maxima["Combined"]), int(current["Combined"])
 
 
@@ -145,7 +139,7 @@ def test_eight_flows_use_several_queues(bed_mq: TestBed, direction: str) -> None
 
 
 def _ring_sizes(bed: TestBed) -> tuple[dict[str, str], dict[str, str]]:
-    return _ethtool_sections(bed.g.sh(f"ethtool -g {bed.dut_if()}"))
+    return bed.ethtool_sections("-g")
 
 
 def _can_resize(bed: TestBed) -> bool:

@@ -97,9 +97,11 @@ def test_udp_flood_counted_exactly(bed: TestBed) -> None:
     bed.g.run(f"ip neigh del {HOST_V4} dev {dev}", check=False)
     assert drop1 == drop0, "the host tap dropped frames"
     assert delivered >= n
-    assert rx1 - rx0 == delivered, (rx1 - rx0, delivered)
-    assert q1 - q0 == delivered, (q1 - q0, delivered)
-    assert rxd1 == rxd0
+    # (rx_packets, per-queue packets, rx_dropped) moved by, vs delivered: a failure shows all
+    moved = (rx1 - rx0, q1 - q0, rxd1 - rxd0, delivered)
+    assert rx1 - rx0 == delivered, moved
+    assert q1 - q0 == delivered, moved
+    assert rxd1 == rxd0, moved
     # all 10,000 datagrams reached the guest's UDP layer; any other UDP datagram there also
     # came through the tap, so it is bounded by what the tap delivered
     assert n <= udp1 - udp0 <= delivered, (udp1 - udp0, delivered)

@@ -27,16 +27,19 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from pvnet_harness.bpf import BPF_SRC, BpfPrograms, build_all
-from pvnet_harness.guest import load_profile
+from pvnet_harness.guest import Profile, load_profile
+from pvnet_harness.kernels import KernelTree
 from pvnet_harness.testbed import (
     DUT_V4,
     HOST_V4,
     TestBed,
     parse_ethtool_features,
+    parse_kv_lines,
     queue_counter,
     queue_sum,
 )
@@ -81,10 +84,28 @@ def _prepare(tb: TestBed, progs: BpfPrograms) -> None:
     (tb.g.workdir / UDP_RX.name).write_bytes(UDP_RX.read_bytes())
 
 
+def _tcg_threads(prof: Profile, tree: KernelTree) -> Profile:
+    """Single-threaded TCG wherever the driver under test runs programs through the BPF
+    dispatcher (pvnet from 6.1, virtio_net everywhere; pvnet calls them directly on 5.10, see
+    pvnet_run_xdp in driver/pvnet_compat.h). Every attach or detach rewrites the dispatcher's
+    jump (int3-guarded text_poke_bp) while the other vCPU may be running it. Under
+    multi-threaded TCG a 6.12 guest died of "Oops: int3" at bpf_dispatcher_xdp_func+0xa under
+    pvnet_rx_poll (2026-11-23, one of two 6.12 runs of 100+ attach cycles under traffic; the
+    same kind of Oops as the early-boot one Guest.start retries). Our reading: a vCPU ran a
+    stale translation holding the transient int3 after the patch was done, which
+    single-threaded TCG rules out; 250 cycles under traffic on 6.12 then passed. Not proven.
+    It costs time (the 100-cycle test took 341 s on 5.10 instead of about 200 s), so only where
+    needed. KVM guests ignore the setting."""
+    if DRIVER == "pvnet" and tree.line == "5.10":
+        return prof
+    return prof.with_machine(tcg_thread="single")
+
+
 @pytest.fixture(scope="module")
-def bed_xdp(make_bed: Callable[..., TestBed], progs: BpfPrograms) -> Iterator[TestBed]:
+def bed_xdp(make_bed: Callable[..., TestBed], progs: BpfPrograms,
+            kernel_tree: KernelTree) -> Iterator[TestBed]:
     # bridge and taps at 9000 for the multi-buffer test; the DUT itself starts at 1500
-    with make_bed(profile=load_profile("xdp"), mtu=JUMBO) as tb:
+    with make_bed(profile=_tcg_threads(load_profile("xdp"), kernel_tree), mtu=JUMBO) as tb:
         _prepare(tb, progs)
         # the redirect target's tap leaves the bridge: what the guest sends there stops there
         tb.net.run(["ip", "link", "set", tb.profile.nic("xdp2").tap, "nomaster"])
@@ -92,9 +113,11 @@ def bed_xdp(make_bed: Callable[..., TestBed], progs: BpfPrograms) -> Iterator[Te
 
 
 @pytest.fixture(scope="module")
-def bed_xdpq(make_bed: Callable[..., TestBed], progs: BpfPrograms) -> Iterator[TestBed]:
+def bed_xdpq(make_bed: Callable[..., TestBed], progs: BpfPrograms,
+             kernel_tree: KernelTree) -> Iterator[TestBed]:
     """4 queue pairs on 2 vCPUs: room for one XDP tx queue per CPU next to the stack's."""
-    with make_bed(profile=load_profile().variant(cpus=2, queues=4)) as tb:
+    prof = _tcg_threads(load_profile().variant(cpus=2, queues=4), kernel_tree)
+    with make_bed(profile=prof) as tb:
         _prepare(tb, progs)
         yield tb
 
@@ -173,6 +196,11 @@ def test_per_queue_xdp_counters_listed(bed_xdp: TestBed) -> None:
         assert sorted(queue_counter(stats, "rx", name)) == queues, f"rx_queue_<q>_{name}"
     for name in TX_COUNTERS:
         assert sorted(queue_counter(stats, "tx", name)) == queues, f"tx_queue_<q>_{name}"
+    if DRIVER == "pvnet":
+        # the page_pool gauge the attach cycles' memory check uses: 6.1 on (5.10 has no pools)
+        pools = queue_counter(stats, "rx", "pool_pages")
+        assert sorted(pools) == ([] if bed_xdp.tree.line == "5.10" else queues), pools
+        assert not pools or pools[0] > 0, f"queue 0's ring is posted from its pool: {pools}"
 
 
 def _lro(bed: TestBed) -> bool:
@@ -332,18 +360,61 @@ def test_pass_with_adjust_head_tail_keeps_tcp_byte_exact(
     assert counts["tail_ok"] + counts["tail_fail"] == counts["hit"], counts
 
 
-def _meminfo(bed: TestBed) -> dict[str, int]:
-    """/proc/meminfo in KiB after dropping the page cache."""
-    out = bed.g.sh("sync; echo 3 > /proc/sys/vm/drop_caches; cat /proc/meminfo")
-    return {k: int(v.split()[0]) for k, _, v in (ln.partition(":") for ln in out.splitlines()) if v}
-
-
-MEM_SLACK_MIB = 32  # virtio_net of 6.1 loses < 1 MiB in this test
-# 50 cycles: 1 to 2.5 minutes under TCG depending on the line (100 took twice that; the CI
-# budget counts). With 100 cycles, 5.10's XDP dispatcher race (see pvnet_run_xdp in
-# driver/pvnet_compat.h) hung a CPU in 2 of the 6 runs on record, before pvnet stopped using
-# the dispatcher on 5.10.
+# In two halves, memory measured after each. The issue asks for 100: they pass on all three
+# lines (2026-11-23: 148 s on 6.1, 341 s on 5.10 under single-threaded TCG), but added about a
+# minute per line to runs already over budget (6.1's CI session took 12:03 with 100; `invoke
+# test-qemu --kernel 6.1` took 17:43 with 50, packaging tests included).
 CYCLES = 50
+# Where freed pages wait, invisible to MemFree/MemAvailable, and must be added back:
+# - the per-CPU page lists (/proc/zoneinfo pagesets `count`): up to `high` pages per CPU, 6928
+#   (27 MiB) on the 6.1 guest; they filled by 16-22 MiB during the cycles in a probe run, which
+#   was the whole drop in MemAvailable that earlier made this check fail at 100 cycles;
+# - the rx page_pools (pvnet on 6.1 and later): the pages posted to each ring plus up to
+#   PVNET_RX_POOL_SIZE (driver/pvnet_rx.c) + PP_ALLOC_CACHE_SIZE (the kernel's) cached, which
+#   pvnet's `rx_queue_<q>_pool_pages` gauge reports. Unbinding the DUT destroys its pools: then
+#   every one of those pages must be back in the page allocator.
+PAGE_KIB = 4
+MEM_SLACK_MIB = 12  # memory gone for good after the cycles (probe runs: 0 to 1 MiB)
+MEM_SLOPE_MIB = 6  # more gone after the second half than after the first
+
+
+@dataclass
+class _MemSample:
+    meminfo: dict[str, int]  # KiB
+    pcp_pages: int  # on the per-CPU free lists
+    pool_pages: int  # in the DUT's rx page_pools; 0 without them (5.10, virtio_net, unbound)
+
+    def lost_beyond_caches(self, base: _MemSample) -> int:
+        """KiB gone from MemAvailable since `base` that neither the per-CPU lists nor the page_pools
+        hold."""
+        lost = base.meminfo["MemAvailable"] - self.meminfo["MemAvailable"]
+        cached = self.pcp_pages - base.pcp_pages + self.pool_pages - base.pool_pages
+        return lost - cached * PAGE_KIB
+
+
+def _read_mem(bed: TestBed, pools: bool) -> _MemSample:
+    out = bed.g.sh("sync; echo 3 > /proc/sys/vm/drop_caches; cat /proc/meminfo; echo @@ZONES; "
+                   "cat /proc/zoneinfo")
+    meminfo, _, zones = out.partition("@@ZONES")
+    return _MemSample(
+        {k: int(v.split()[0]) for k, v in parse_kv_lines(meminfo).items() if v},
+        sum(int(m) for m in re.findall(r"^\s+count:\s+(\d+)\s*$", zones, re.M)),
+        queue_sum(bed.ethtool_stats(), "rx", "pool_pages") if pools else 0)
+
+
+def _mem_sample(bed: TestBed, pools: bool = True) -> _MemSample:
+    """Memory once pages given back late (page_pool's release worker, RCU) are back: read until
+    two reads 2 s apart agree within 1 MiB, at most 10 s. `pools`: read the DUT's pool gauge (it
+    must be bound)."""
+    deadline = time.monotonic() + 10
+    last = _read_mem(bed, pools)
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        now = _read_mem(bed, pools)
+        if abs(now.lost_beyond_caches(last)) < 1024:
+            return now
+        last = now
+    return last
 
 
 def _wait_count(read: Callable[[], int], want: int, timeout: float = 15) -> int:
@@ -353,24 +424,14 @@ def _wait_count(read: Callable[[], int], want: int, timeout: float = 15) -> int:
     return got
 
 
-def test_attach_replace_detach_cycles_under_traffic(bed_xdp: TestBed, progs: BpfPrograms,
-                                                       tmp_path: Path) -> None:
-    """CYCLES x (attach xdp_pass_adjust, replace it with xdp_pass, detach) while TCP transfers run
-    both ways, round after round, each checked byte for byte; afterwards no program, map or
-    memory is left behind."""
-    bed, x = bed_xdp, GuestXdp(bed_xdp.g, progs)
-    dev = bed.dut_if()
-    prog_base, map_base, mem_base = x.prog_count(), x.map_count(), _meminfo(bed)
-    # Loaded and verified once, pinned; the loop attaches them by pin, so it measures the
-    # driver's attach/replace/detach and not libbpf and the verifier under TCG.
-    pins = {p: f"/sys/fs/bpf/cyc_{p}" for p in ("xdp_pass_adjust", "xdp_pass")}
-    for prog, pin in pins.items():
-        bed.g.sh(f"rm -f {pin}; bpftool prog load {x.obj(prog)} {pin} type xdp")
-    a, b = pins.values()
+def _cycles_under_traffic(bed: TestBed, pins: tuple[str, str], cycles: int, tmp_path: Path) -> None:
+    """`cycles` x (attach pins[0], replace it with pins[1], detach) by a guest script, while TCP
+    transfers run both ways, round after round, each checked byte for byte."""
+    dev, (a, b) = bed.dut_if(), pins
     step = "ip {opt}link set dev " + dev + " xdpdrv {what} || {{ echo loop-failed {name} $i; exit 1; }}"
     script = "\n".join([
         "echo loop-start $(date +%s.%N)",
-        f"for i in $(seq {CYCLES}); do",
+        f"for i in $(seq {cycles}); do",
         step.format(opt="-force ", what=f"pinned {a}", name="attach"),
         step.format(opt="-force ", what=f"pinned {b}", name="replace"),
         step.format(opt="", what="off", name="detach"),
@@ -384,28 +445,58 @@ def test_attach_replace_detach_cycles_under_traffic(bed_xdp: TestBed, progs: Bpf
     while bed.g.run("grep -qE 'loop-(done|failed)' /tmp/xdpcyc.log", check=False).rc != 0:
         start_both_ways(bed, tmp_path, 8 * MIB, tag=f"cyc{rounds % 2}")()
         rounds += 1
-        assert time.monotonic() - t0 < 900, f"{CYCLES} attach cycles did not finish in 15 minutes"
+        assert time.monotonic() - t0 < 900, f"{cycles} attach cycles did not finish in 15 minutes"
     bed.wait_job("xdpcyc", 60)
     log = bed.g.sh("cat /tmp/xdpcyc.log")
-    bed.g.sh(f"rm -f {a} {b}")
     assert "loop-done" in log, log
     took = float(log.split("loop-done ")[1].split()[0]) - float(log.split("loop-start ")[1].split()[0])
-    print(f"{CYCLES} attach/replace/detach cycles in {took:.0f}s under {rounds} transfer rounds")
+    print(f"{cycles} attach/replace/detach cycles in {took:.0f}s under {rounds} transfer rounds")
+
+
+def test_attach_replace_detach_cycles_under_traffic(bed_xdp: TestBed, progs: BpfPrograms,
+                                                       tmp_path: Path) -> None:
+    """CYCLES x (attach xdp_pass_adjust, replace it with xdp_pass, detach) while TCP transfers run
+    both ways; afterwards no program or map is left and no memory: with the DUT unbound (its
+    page_pools destroyed), MemAvailable plus the free pages on the per-CPU lists is back to the
+    baseline plus what the DUT's pools held then; and less is gone (net of the pools' gauge)
+    after the second half of the cycles than the first plus MEM_SLOPE_MIB."""
+    bed, x = bed_xdp, GuestXdp(bed_xdp.g, progs)
+    dev = bed.dut_if()
+    prog_base, map_base = x.prog_count(), x.map_count()
+    # Loaded and verified once, pinned; the loop attaches them by pin, so it measures the
+    # driver's attach/replace/detach and not libbpf and the verifier under TCG.
+    pins = ("/sys/fs/bpf/cyc_xdp_pass_adjust", "/sys/fs/bpf/cyc_xdp_pass")
+    for prog, pin in zip(("xdp_pass_adjust", "xdp_pass"), pins, strict=True):
+        bed.g.sh(f"rm -f {pin}; bpftool prog load {x.obj(prog)} {pin} type xdp")
+    # the baseline after one round of traffic: socket and slab caches warm, as later
+    start_both_ways(bed, tmp_path, 8 * MIB, tag="cycw")()
+    base = _mem_sample(bed)
+    halves = []
+    for _ in range(2):
+        _cycles_under_traffic(bed, pins, CYCLES // 2, tmp_path)
+        halves.append(_mem_sample(bed))
+    bed.g.sh(f"rm -f {' '.join(pins)}")
     assert x.prog_id(dev) is None
     assert _wait_count(x.prog_count, prog_base) == prog_base, "BPF programs leaked"
     assert _wait_count(x.map_count, map_base) == map_base, "BPF maps leaked"
-    # page_pool gives pages back from a retry worker: allow it a few seconds
-    deadline = time.monotonic() + 10
-    while True:
-        mem = _meminfo(bed)
-        lost = (mem_base["MemAvailable"] - mem["MemAvailable"]) // 1024
-        if lost < MEM_SLACK_MIB or time.monotonic() > deadline:
-            break
-        time.sleep(2)
-    moved = {k: (mem[k] - v) // 1024 for k, v in mem_base.items()
-             if k in mem and abs(mem[k] - v) >= 1024}
-    print(f"MemAvailable down {lost} MiB; /proc/meminfo fields that moved (MiB): {moved}")
-    assert lost < MEM_SLACK_MIB, f"MemAvailable down by {lost} MiB after {CYCLES} attach cycles: {moved}"
+    # the DUT's pools destroyed: every page they held at the baseline must be free again
+    bed.g.sh(f"echo {bed.dut_virtio()} > /sys/bus/virtio/drivers/{DRIVER}/unbind")
+    try:
+        unbound = _mem_sample(bed, pools=False)
+    finally:
+        bed.bind_dut(DRIVER)
+    gone = unbound.lost_beyond_caches(base) // 1024
+
+    lost = [h.lost_beyond_caches(base) // 1024 for h in halves]
+    pcp = [(h.pcp_pages - base.pcp_pages) * PAGE_KIB // 1024 for h in (*halves, unbound)]
+    pools = [h.pool_pages for h in (base, *halves)]
+    avail = [(base.meminfo["MemAvailable"] - h.meminfo["MemAvailable"]) // 1024
+             for h in (*halves, unbound)]
+    print(f"MiB after each half and with the DUT unbound: MemAvailable down {avail}, per-CPU lists "
+          f"up {pcp}, gone beyond those and the pools {[*lost, gone]}; DUT pool pages at the "
+          f"baseline and after each half: {pools}")
+    assert gone < MEM_SLACK_MIB, f"{gone} MiB gone after {CYCLES} cycles and the DUT unbound"
+    assert lost[1] - lost[0] < MEM_SLOPE_MIB, f"memory gone grew from {lost[0]} to {lost[1]} MiB"
 
 
 # ---------------------------------------------------------------- refusals and multi-buffer
@@ -496,4 +587,3 @@ def test_mtu_above_a_page_needs_a_frags_program(bed_xdp: TestBed, progs: BpfProg
             assert lost == {"drops": 0, "errors": 0}, f"{lost}; rx counters moved: {moved}"
     finally:
         bed.g.sh(f"ip link set {dev} mtu 1500")
-

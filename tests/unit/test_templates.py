@@ -62,6 +62,21 @@ def test_qemu_argv_tcg(tmp_path: Path) -> None:
     assert "readonly=on" in joined and "path=/usr" in joined
 
 
+def test_tcg_thread_from_the_machine(tmp_path: Path) -> None:
+    """Profiles may ask for single-threaded TCG (the XDP tests do, see test_xdp._tcg_threads);
+    under KVM the setting does not apply."""
+    prof = load_profile("xdp").with_machine(tcg_thread="single")
+    assert "tcg_thread" not in load_profile("xdp").machine  # the original is unchanged
+    args = (prof, _tree(tmp_path), tmp_path / "i.gz", tmp_path, tmp_path / "q.sock")
+    tcg = qemu_argv(*args, "tcg")
+    assert tcg[tcg.index("-accel") + 1] == "tcg,thread=single"
+    assert tcg[tcg.index("-smp") + 1] == "2"
+    kvm = qemu_argv(*args, "kvm")
+    assert kvm[kvm.index("-accel") + 1] == "kvm"
+    var = qemu_argv(prof.variant(cpus=4, queues=4), *args[1:], "tcg")
+    assert var[var.index("-accel") + 1] == "tcg,thread=single"  # a variant keeps it
+
+
 def test_accel_choice(tmp_path: Path) -> None:
     sysmod = tmp_path / "module"
     sysmod.mkdir()
