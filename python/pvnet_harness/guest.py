@@ -115,6 +115,32 @@ def vhost_usable(accel: str, dev: Path = Path("/dev/vhost-net")) -> bool:
     return accel == "kvm" and dev.exists()
 
 
+# Boots of one guest while its kernel panics before init starts (Guest.start). In CI
+# (2026-11-23) a 4-vCPU 6.12 guest panicked so twice in a row, multi-threaded TCG.
+EARLY_PANIC_BOOTS = 3
+
+
+def tcg_thread(profile: Profile, host_cpus: int | None = None) -> str:
+    """TCG's threading for a machine: PVNET_TCG_THREAD (single or multi) if set, else the
+    profile's [machine] tcg_thread, else multi (a host thread per vCPU) when the host has a
+    CPU for each vCPU and single when it has fewer.
+
+    With more vCPU threads than host CPUs, multi-threaded TCG gains nothing, and the host
+    preempts vCPU threads in the middle of their work: this is where a guest kernel patching
+    its text (int3 first, text_poke_bp) has been seen to run a stale translation of the int3
+    and die of "Oops: int3" (CI, 2026-11-23: a 4-vCPU 6.12 guest on 2 cores, at boot, twice
+    in a row). Single-threaded TCG runs one vCPU at a time and has never shown it."""
+    forced = os.environ.get("PVNET_TCG_THREAD", "")
+    if forced not in ("", "single", "multi"):
+        raise ValueError(f"PVNET_TCG_THREAD must be single or multi, not {forced!r}")
+    if forced:
+        return forced
+    if "tcg_thread" in profile.machine:
+        return str(profile.machine["tcg_thread"])
+    cpus = host_cpus if host_cpus is not None else len(os.sched_getaffinity(0))
+    return "single" if int(profile.machine.get("cpus", 1)) > cpus else "multi"
+
+
 def qemu_argv(
     profile: Profile,
     tree: KernelTree,
@@ -135,7 +161,7 @@ def qemu_argv(
     text = render(
         "qemu-args.j2",
         machine=profile.machine,
-        accel="kvm" if accel == "kvm" else f"tcg,thread={profile.machine.get('tcg_thread', 'multi')}",
+        accel="kvm" if accel == "kvm" else f"tcg,thread={tcg_thread(profile)}",
         cpu="host" if accel == "kvm" else "max",
         qmp_path=qmp_path,
         vmlinux=tree.vmlinux,
@@ -212,8 +238,9 @@ class Guest:
 
         A kernel panic before init has started (no pvnet code is loaded then: the driver is a
         module that init inserts) is a fault of the emulated machine, seen under TCG as an int3
-        Oops in early boot code being patched; that boot is retried once, its console kept as
-        console-early-panic.log. A panic after init has started always fails."""
+        Oops in early boot code being patched; such a boot is retried, EARLY_PANIC_BOOTS boots
+        in all, each panicked console kept as console-early-panic-<n>.log. A panic after init
+        has started always fails."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = self.lab.exec_argv(
             qemu_argv(self.profile, self.tree, self.initrd, self.workdir, self.qmp_path,
@@ -222,9 +249,10 @@ class Guest:
         log.info("qemu: %s", shlex.join(argv))
         (self.workdir / "qemu.cmd").write_text(shlex.join(argv) + "\n")
         t0 = time.monotonic()
-        for attempt in (1, 2):
+        for attempt in range(1, EARLY_PANIC_BOOTS + 1):
             progress(f"booting {self.tree.release} ({self.accel}) in netns {self.lab.name}")
-            if self._boot(argv, boot_timeout, retry_early_panic=attempt == 1):
+            if self._boot(argv, boot_timeout, early_panic_log=attempt < EARLY_PANIC_BOOTS
+                          and f"console-early-panic-{attempt}.log"):
                 break
             progress(f"guest kernel panicked before init: {self.early_panic}; booting again")
         assert self.child is not None
@@ -234,9 +262,10 @@ class Guest:
         self.run("true", timeout=30)
         progress(f"guest up in {time.monotonic() - t0:.1f}s")
 
-    def _boot(self, argv: list[str], boot_timeout: float, retry_early_panic: bool) -> bool:
+    def _boot(self, argv: list[str], boot_timeout: float, early_panic_log: str | bool) -> bool:
         """Start QEMU and wait for PVNET-READY. False: the kernel panicked before init started
-        and retry_early_panic allowed another attempt (this one is stopped)."""
+        and early_panic_log names where to keep its console for another attempt (this one is
+        stopped); without it such a panic fails."""
         logf = self.console_log.open("w")
         self.child = pexpect.spawn(
             argv[0], argv[1:], encoding="utf-8", codec_errors="replace", timeout=boot_timeout,
@@ -247,10 +276,10 @@ class Guest:
                     r"Kernel panic[^\r\n]*", pexpect.EOF, pexpect.TIMEOUT]
         what = ["", "", "init error", "kernel panic", "QEMU exited", "boot timeout"]
         idx = self.child.expect(outcomes)
-        if idx == 3 and retry_early_panic:
+        if idx == 3 and early_panic_log:
             self.early_panic = str(self.child.after).strip()
             self.stop()
-            self.console_log.replace(self.workdir / "console-early-panic.log")
+            self.console_log.replace(self.workdir / str(early_panic_log))
             return False
         if idx == 0:
             idx = self.child.expect(outcomes[1:]) + 1

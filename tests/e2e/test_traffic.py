@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import pytest
@@ -60,17 +61,31 @@ def _udp_stack_count(bed: TestBed) -> int:
     return table["InDatagrams"] + table["NoPorts"] + table["InErrors"]
 
 
-def _rx_snapshot(bed: TestBed) -> tuple[int, int, int, int, int]:
-    """(tap delivered, tap dropped, DUT rx_packets, sum of per-queue rx packets, rx_dropped),
-    the guest's counters read in one console command."""
+@dataclass(frozen=True)
+class _RxCounts:
+    """The host tap's counts toward QEMU and the DUT's rx counters, read together."""
+
+    tap_delivered: int
+    tap_dropped: int
+    rx_packets: int
+    per_queue: int  # sum of the per-queue rx packets
+    rx_dropped: int
+    rx_errors: int
+
+    def __sub__(self, base: _RxCounts) -> _RxCounts:
+        return _RxCounts(*(a - b for a, b in zip(astuple(self), astuple(base), strict=True)))
+
+
+def _rx_snapshot(bed: TestBed) -> _RxCounts:
+    """The counters, the guest's read in one console command."""
     tap = bed.net.link_stats(bed.dut_tap)
     dev = bed.dut_if()
-    out = bed.g.sh(f"cat /sys/class/net/{dev}/statistics/rx_packets "
-                   f"/sys/class/net/{dev}/statistics/rx_dropped; ethtool -S {dev}")
+    stats = f"/sys/class/net/{dev}/statistics"
+    out = bed.g.sh(f"cat {stats}/rx_packets {stats}/rx_dropped {stats}/rx_errors; ethtool -S {dev}")
     lines = out.splitlines()
-    queues = parse_ethtool_stats("\n".join(lines[2:]))
-    per_queue = queue_sum(queues, "rx", "packets")
-    return tap["tx_packets"], tap["tx_dropped"], int(lines[0]), per_queue, int(lines[1])
+    queues = parse_ethtool_stats("\n".join(lines[3:]))
+    return _RxCounts(tap["tx_packets"], tap["tx_dropped"], int(lines[0]),
+                     queue_sum(queues, "rx", "packets"), int(lines[1]), int(lines[2]))
 
 
 def test_udp_flood_counted_exactly(bed: TestBed) -> None:
@@ -80,28 +95,27 @@ def test_udp_flood_counted_exactly(bed: TestBed) -> None:
     # no ARP churn during the count: the guest's ICMP port-unreachable replies need the host
     bed.g.sh(f"ip neigh replace {HOST_V4} lladdr {br_mac} nud permanent dev {dev}")
     frames = udp_flood_frames("02:00:00:00:00:01", bed.dut_mac, HOST_V4, DUT_V4, n, dport=9)
-    t0, drop0, rx0, q0, rxd0 = _rx_snapshot(bed)
+    base = _rx_snapshot(bed)
     udp0 = _udp_stack_count(bed)
     send_frames(bed.net, bed.dut_tap, frames)
     # every frame the tap handed to QEMU (our 10,000 plus any stray) must be counted once by
     # the device total and by the per-queue counters; poll until a snapshot is settled
     deadline = time.monotonic() + 120
     while True:
-        t1, drop1, rx1, q1, rxd1 = _rx_snapshot(bed)
-        delivered = t1 - t0
-        settled = delivered >= n and rx1 - rx0 == delivered and q1 - q0 == delivered
-        if settled or time.monotonic() > deadline:
+        moved = _rx_snapshot(bed) - base
+        delivered = moved.tap_delivered
+        if (delivered >= n and moved.rx_packets == delivered and moved.per_queue == delivered) \
+                or time.monotonic() > deadline:
             break
         time.sleep(1)
     udp1 = _udp_stack_count(bed)
     bed.g.run(f"ip neigh del {HOST_V4} dev {dev}", check=False)
-    assert drop1 == drop0, "the host tap dropped frames"
-    assert delivered >= n
-    # (rx_packets, per-queue packets, rx_dropped) moved by, vs delivered: a failure shows all
-    moved = (rx1 - rx0, q1 - q0, rxd1 - rxd0, delivered)
-    assert rx1 - rx0 == delivered, moved
-    assert q1 - q0 == delivered, moved
-    assert rxd1 == rxd0, moved
+    # a failure shows every counter's move
+    assert moved.tap_dropped == 0, moved
+    assert delivered >= n, moved
+    assert moved.rx_packets == delivered, moved
+    assert moved.per_queue == delivered, moved
+    assert moved.rx_dropped == 0 and moved.rx_errors == 0, moved
     # all 10,000 datagrams reached the guest's UDP layer; any other UDP datagram there also
     # came through the tap, so it is bounded by what the tap delivered
     assert n <= udp1 - udp0 <= delivered, (udp1 - udp0, delivered)

@@ -360,11 +360,8 @@ def test_pass_with_adjust_head_tail_keeps_tcp_byte_exact(
     assert counts["tail_ok"] + counts["tail_fail"] == counts["hit"], counts
 
 
-# In two halves, memory measured after each. The issue asks for 100: they pass on all three
-# lines (2026-11-23: 148 s on 6.1, 341 s on 5.10 under single-threaded TCG), but added about a
-# minute per line to runs already over budget (6.1's CI session took 12:03 with 100; `invoke
-# test-qemu --kernel 6.1` took 17:43 with 50, packaging tests included).
-CYCLES = 50
+# In two halves, memory measured after each.
+CYCLES = 100
 # Where freed pages wait, invisible to MemFree/MemAvailable, and must be added back:
 # - the per-CPU page lists (/proc/zoneinfo pagesets `count`): up to `high` pages per CPU, 6928
 #   (27 MiB) on the 6.1 guest; they filled by 16-22 MiB during the cycles in a probe run, which

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 from pvnet_harness import guest as guest_mod
-from pvnet_harness.guest import Guest, GuestError, bad_dmesg_lines, frame_command
+from pvnet_harness.guest import EARLY_PANIC_BOOTS, Guest, GuestError, bad_dmesg_lines, frame_command
 
 
 def test_marker_not_in_command_text() -> None:
@@ -81,28 +81,30 @@ def _kill(g: Guest) -> None:
 _COUNT = 'echo x >> "$1"; n=$(wc -l < "$1"); '
 
 
-def test_boot_retries_once_after_a_panic_before_init(monkeypatch: pytest.MonkeyPatch,
-                                                     tmp_path: Path) -> None:
+def test_boot_retried_after_panics_before_init(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    early = EARLY_PANIC_BOOTS - 1
     g = _fake_guest(monkeypatch, tmp_path, _COUNT + (
-        'if [ "$n" = 1 ]; then echo "Kernel panic - not syncing: Fatal exception"; exit 0; fi; '
-        "echo PVNET-INIT-START; echo PVNET-READY 1.0; PS1='' PS2='' exec sh"))
+        f'if [ "$n" -le {early} ]; then echo "Kernel panic - not syncing: Fatal exception $n"; '
+        "exit 0; fi; echo PVNET-INIT-START; echo PVNET-READY 1.0; PS1='' PS2='' exec sh"))
     try:
         g.start(boot_timeout=20)
         assert g.run("echo up").out.strip() == "up"
     finally:
         _kill(g)
-    assert (tmp_path / "boots").read_text().count("x") == 2
-    assert "Fatal exception" in g.early_panic
-    assert "Kernel panic" in (g.workdir / "console-early-panic.log").read_text()
+    assert (tmp_path / "boots").read_text().count("x") == EARLY_PANIC_BOOTS
+    assert f"Fatal exception {early}" in g.early_panic
+    for n in range(1, EARLY_PANIC_BOOTS):
+        assert f"exception {n}" in (g.workdir / f"console-early-panic-{n}.log").read_text()
 
 
 @pytest.mark.parametrize("script", [
     # a panic once init has started (pvnet may be loaded) is never retried
     "echo PVNET-INIT-START; echo 'Kernel panic - not syncing: Fatal exception'; exit 0",
-    # a second early panic fails
+    # an early panic on every boot fails after EARLY_PANIC_BOOTS
     "echo 'Kernel panic - not syncing: Fatal exception'; exit 0",
 ])
-def test_boot_fails_on_a_panic_after_init_or_twice(monkeypatch: pytest.MonkeyPatch,
+def test_boot_fails_on_a_panic_after_init_or_every_time(monkeypatch: pytest.MonkeyPatch,
                                                    tmp_path: Path, script: str) -> None:
     g = _fake_guest(monkeypatch, tmp_path, _COUNT + script)
     try:
@@ -111,4 +113,4 @@ def test_boot_fails_on_a_panic_after_init_or_twice(monkeypatch: pytest.MonkeyPat
     finally:
         _kill(g)
     boots = (tmp_path / "boots").read_text().count("x")
-    assert boots == (1 if "INIT-START" in script else 2)
+    assert boots == (1 if "INIT-START" in script else EARLY_PANIC_BOOTS)

@@ -3,9 +3,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from pvnet_harness import REPO_ROOT, read_version
 from pvnet_harness.build import render_dkms_conf
-from pvnet_harness.guest import choose_accel, kvm_usable, load_profile, qemu_argv
+from pvnet_harness.guest import choose_accel, kvm_usable, load_profile, qemu_argv, tcg_thread
 from pvnet_harness.image import GuestNic, render_init
 from pvnet_harness.kernels import KernelTree
 
@@ -75,6 +76,25 @@ def test_tcg_thread_from_the_machine(tmp_path: Path) -> None:
     assert kvm[kvm.index("-accel") + 1] == "kvm"
     var = qemu_argv(prof.variant(cpus=4, queues=4), *args[1:], "tcg")
     assert var[var.index("-accel") + 1] == "tcg,thread=single"  # a variant keeps it
+
+
+def test_tcg_thread_from_the_environment_and_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PVNET_TCG_THREAD overrides every profile (anything but single/multi is refused); without
+    either, more vCPUs than host CPUs means single-threaded."""
+    single = load_profile("xdp").with_machine(tcg_thread="single")
+    monkeypatch.delenv("PVNET_TCG_THREAD", raising=False)
+    # without a setting: multi while the host has a CPU for every vCPU (2 in the standard profile)
+    assert tcg_thread(load_profile(), host_cpus=2) == "multi"
+    assert tcg_thread(load_profile().variant(cpus=4), host_cpus=2) == "single"
+    assert tcg_thread(load_profile().variant(cpus=4), host_cpus=4) == "multi"
+    assert tcg_thread(single, host_cpus=64) == "single"
+    monkeypatch.setenv("PVNET_TCG_THREAD", "multi")
+    assert tcg_thread(single) == "multi"
+    monkeypatch.setenv("PVNET_TCG_THREAD", "single")
+    assert tcg_thread(load_profile(), host_cpus=64) == "single"
+    monkeypatch.setenv("PVNET_TCG_THREAD", "mtt")
+    with pytest.raises(ValueError, match="PVNET_TCG_THREAD"):
+        tcg_thread(single)
 
 
 def test_accel_choice(tmp_path: Path) -> None:
