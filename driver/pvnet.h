@@ -46,7 +46,10 @@
 /* Stop the tx queue when fewer descriptors than this are free. */
 #define PVNET_TX_STOP_THRESH	(MAX_SKB_FRAGS + 2)
 
-/* Smallest rings ethtool -G accepts (tx: room for a maximal skb). */
+/*
+ * Smallest rings ethtool -G accepts (tx: room for a maximal skb; rx: more
+ * where a maximal frame needs it, see pvnet_rx_ring_min()).
+ */
 #define PVNET_RX_RING_MIN	16
 #define PVNET_TX_RING_MIN	32
 
@@ -378,6 +381,7 @@ int pvnet_rxq_init(struct pvnet_rxq *rxq);
 void pvnet_rxq_fini(struct pvnet_rxq *rxq);
 void pvnet_rx_validate(struct virtio_device *vdev);
 void pvnet_rx_setup(struct pvnet_priv *priv);
+unsigned int pvnet_rx_ring_min(const struct pvnet_priv *priv);
 void pvnet_rx_init_xdp_metadata(struct pvnet_priv *priv);
 int pvnet_rxq_xdp_reg(struct pvnet_rxq *rxq);
 void pvnet_rxq_xdp_unreg(struct pvnet_rxq *rxq);

@@ -302,7 +302,7 @@ static int pvnet_check_ring_size(struct net_device *dev, u32 size, u32 min,
 {
 	if (size < min || size > max || !is_power_of_2(size)) {
 		NL_SET_ERR_MSG(extack,
-			       "pvnet: ring sizes must be powers of 2 within the limits ethtool -g shows");
+			       "pvnet: ring sizes must be powers of 2, at most what ethtool -g shows, rx large enough for a maximal frame (dmesg has the limits)");
 		netdev_info(dev, "%s ring size must be a power of 2 from %u to %u\n",
 			    what, min, max);
 		return -EINVAL;
@@ -338,7 +338,7 @@ int pvnet_resize_rings(struct pvnet_priv *priv, u32 rx, u32 tx,
 				 "the device cannot reset single queues (no VIRTIO_F_RING_RESET)");
 		return -EOPNOTSUPP;
 	}
-	err = pvnet_check_ring_size(priv->dev, rx, PVNET_RX_RING_MIN,
+	err = pvnet_check_ring_size(priv->dev, rx, pvnet_rx_ring_min(priv),
 				    priv->rx_ring_max, "rx", extack);
 	if (!err)
 		err = pvnet_check_ring_size(priv->dev, tx, PVNET_TX_RING_MIN,

@@ -26,6 +26,7 @@
 
 #include <linux/bpf.h>
 #include <linux/etherdevice.h>
+#include <linux/log2.h>
 #include <linux/mm.h>
 #include <linux/netdevice.h>
 #include <linux/scatterlist.h>
@@ -33,6 +34,7 @@
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_net.h>
+#include <linux/virtio_ring.h>
 #include <net/sock.h>
 
 #include "pvnet.h"
@@ -138,6 +140,31 @@ void pvnet_rx_setup(struct pvnet_priv *priv)
 		frame = priv->rx_buf_len;
 	priv->rx_big_pages = min_t(unsigned int, DIV_ROUND_UP(frame, PAGE_SIZE),
 				   PVNET_RX_BIG_MAX_PAGES);
+}
+
+/*
+ * The smallest rx ring that always leaves the device room for the largest
+ * frame it may hand in (guest GSO negotiated: 64 KiB, whatever the
+ * offloads are switched to now).  The rx poll refills only once half the
+ * ring is free, so half of it must hold that frame: mergeable buffers
+ * carry PVNET_MRG_MIN_LEN bytes or more each, a big-mode chain takes
+ * rx_big_pages + 1 descriptors (one with indirect descriptors).  With
+ * less, the device waits for buffers that never come and rx stops.
+ */
+unsigned int pvnet_rx_ring_min(const struct pvnet_priv *priv)
+{
+	unsigned int frame = priv->rx_buf_len;
+	unsigned int per_frame = 1;
+
+	if (priv->guest_offloads_capable & PVNET_GUEST_GSO_MASK)
+		frame = max(frame, priv->hdr_len + PVNET_RX_MAX_FRAME);
+	if (priv->rx_mode == PVNET_RX_MERGEABLE)
+		per_frame = DIV_ROUND_UP(frame, PVNET_MRG_MIN_LEN);
+	else if (priv->rx_mode == PVNET_RX_BIG &&
+		 !virtio_has_feature(priv->vdev, VIRTIO_RING_F_INDIRECT_DESC))
+		per_frame = priv->rx_big_pages + 1;
+	return max_t(unsigned int, PVNET_RX_RING_MIN,
+		     roundup_pow_of_two(2 * per_frame));
 }
 
 int pvnet_rxq_init(struct pvnet_rxq *rxq)
