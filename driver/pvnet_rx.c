@@ -108,6 +108,18 @@ void pvnet_rx_validate(struct virtio_device *vdev)
 }
 
 /*
+ * The largest frame (with the virtio header) the device may hand in: 64 KiB
+ * when guest GSO is negotiated, whatever the offloads are switched to now;
+ * else one of max_mtu.  Needs rx_buf_len (pvnet_rx_setup()).
+ */
+static unsigned int pvnet_rx_max_frame(const struct pvnet_priv *priv)
+{
+	if (priv->guest_offloads_capable & PVNET_GUEST_GSO_MASK)
+		return priv->hdr_len + PVNET_RX_MAX_FRAME;
+	return priv->rx_buf_len;
+}
+
+/*
  * Pick the rx buffer layout and size (from the negotiated guest offloads,
  * see pvnet_init_rx_offload_features()) and raise
  * max_mtu where the buffers allow it.  Called at probe once the features
@@ -134,32 +146,27 @@ void pvnet_rx_setup(struct pvnet_priv *priv)
 		dev->max_mtu = ETH_MAX_MTU - ETH_HLEN - VLAN_HLEN;
 
 	priv->rx_buf_len = priv->hdr_len + dev->max_mtu + ETH_HLEN + VLAN_HLEN;
-	if (priv->guest_offloads_capable & PVNET_GUEST_GSO_MASK)
-		frame = priv->hdr_len + PVNET_RX_MAX_FRAME;
-	else
-		frame = priv->rx_buf_len;
-	priv->rx_big_pages = min_t(unsigned int, DIV_ROUND_UP(frame, PAGE_SIZE),
+	priv->rx_big_pages = min_t(unsigned int,
+				   DIV_ROUND_UP(pvnet_rx_max_frame(priv), PAGE_SIZE),
 				   PVNET_RX_BIG_MAX_PAGES);
 }
 
 /*
  * The smallest rx ring that always leaves the device room for the largest
- * frame it may hand in (guest GSO negotiated: 64 KiB, whatever the
- * offloads are switched to now).  The rx poll refills only once half the
- * ring is free, so half of it must hold that frame: mergeable buffers
- * carry PVNET_MRG_MIN_LEN bytes or more each, a big-mode chain takes
- * rx_big_pages + 1 descriptors (one with indirect descriptors).  With
- * less, the device waits for buffers that never come and rx stops.
+ * frame it may hand in (pvnet_rx_max_frame()).  The rx poll refills only
+ * once half the ring is free, so half of it must hold that frame:
+ * mergeable buffers carry PVNET_MRG_MIN_LEN bytes or more each, a big-mode
+ * chain takes rx_big_pages + 1 descriptors (one with indirect
+ * descriptors).  With less, the device waits for buffers that never come
+ * and rx stops.
  */
 unsigned int pvnet_rx_ring_min(const struct pvnet_priv *priv)
 {
-	unsigned int frame = priv->rx_buf_len;
 	unsigned int per_frame = 1;
 
-	if (priv->guest_offloads_capable & PVNET_GUEST_GSO_MASK)
-		frame = max(frame, priv->hdr_len + PVNET_RX_MAX_FRAME);
 	if (priv->rx_mode == PVNET_RX_MERGEABLE)
-		per_frame = DIV_ROUND_UP(frame, PVNET_MRG_MIN_LEN);
+		per_frame = DIV_ROUND_UP(pvnet_rx_max_frame(priv),
+					 PVNET_MRG_MIN_LEN);
 	else if (priv->rx_mode == PVNET_RX_BIG &&
 		 !virtio_has_feature(priv->vdev, VIRTIO_RING_F_INDIRECT_DESC))
 		per_frame = priv->rx_big_pages + 1;
