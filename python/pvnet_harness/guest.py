@@ -251,8 +251,9 @@ class Guest:
         t0 = time.monotonic()
         for attempt in range(1, EARLY_PANIC_BOOTS + 1):
             progress(f"booting {self.tree.release} ({self.accel}) in netns {self.lab.name}")
-            if self._boot(argv, boot_timeout, early_panic_log=attempt < EARLY_PANIC_BOOTS
-                          and f"console-early-panic-{attempt}.log"):
+            retry = attempt < EARLY_PANIC_BOOTS
+            if self._boot(argv, boot_timeout,
+                          f"console-early-panic-{attempt}.log" if retry else None):
                 break
             progress(f"guest kernel panicked before init: {self.early_panic}; booting again")
         assert self.child is not None
@@ -262,7 +263,7 @@ class Guest:
         self.run("true", timeout=30)
         progress(f"guest up in {time.monotonic() - t0:.1f}s")
 
-    def _boot(self, argv: list[str], boot_timeout: float, early_panic_log: str | bool) -> bool:
+    def _boot(self, argv: list[str], boot_timeout: float, early_panic_log: str | None) -> bool:
         """Start QEMU and wait for PVNET-READY. False: the kernel panicked before init started
         and early_panic_log names where to keep its console for another attempt (this one is
         stopped); without it such a panic fails."""
@@ -279,7 +280,7 @@ class Guest:
         if idx == 3 and early_panic_log:
             self.early_panic = str(self.child.after).strip()
             self.stop()
-            self.console_log.replace(self.workdir / str(early_panic_log))
+            self.console_log.replace(self.workdir / early_panic_log)
             return False
         if idx == 0:
             idx = self.child.expect(outcomes[1:]) + 1
