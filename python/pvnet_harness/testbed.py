@@ -47,6 +47,16 @@ def parse_ethtool_stats(text: str) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
+class RestSnapshot:
+    """Counters read at one moment (TestBed.at_rest): the host tap's, the DUT's link counters
+    and its `ethtool -S`. The tap's tx_* are the frames it handed to QEMU for the DUT."""
+
+    tap: dict[str, int]
+    link: dict[str, int]
+    ethtool: dict[str, int]
+
+
+@dataclass(frozen=True)
 class Feature:
     on: bool
     fixed: bool
@@ -254,6 +264,24 @@ class TestBed:
         """(link counters, `ethtool -S`) read at one moment (see between_link_reads)."""
         link, ethtool = self.between_link_reads(f"ethtool -S {self.dut_if()}", tries)
         return link, parse_ethtool_stats(ethtool)
+
+    def at_rest(self, tries: int = 10) -> RestSnapshot | None:
+        """The host tap's counters and the DUT's (link counters, `ethtool -S`) at one moment,
+        or None if frames kept crossing over `tries` reads: the tap is read before and after
+        stats_snapshot, again until it did not move. Counting a frame on one side and not the
+        other in a base snapshot offsets every later tap-vs-DUT difference by one for good (a
+        stray ND/MLD frame from the host did exactly that in CI)."""
+        for _ in range(tries):
+            tap = self.net.link_stats(self.dut_tap)
+            try:
+                link, stats = self.stats_snapshot(tries=1)
+            except AssertionError:  # the guest's counters moved during its own reads
+                time.sleep(0.2)
+                continue
+            if self.net.link_stats(self.dut_tap) == tap:
+                return RestSnapshot(tap, link, stats)
+            time.sleep(0.2)
+        return None
 
     def ethtool_info(self) -> dict[str, str]:
         return parse_kv_lines(self.g.sh(f"ethtool -i {self.dut_if()}"))

@@ -7,7 +7,7 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import pytest
-from pvnet_harness.testbed import DUT_V4, DUT_V6, HOST_V4, HOST_V6, TestBed, parse_ethtool_stats, queue_sum
+from pvnet_harness.testbed import DUT_V4, DUT_V6, HOST_V4, HOST_V6, TestBed, queue_sum
 from pvnet_harness.traffic import (
     TcpSink,
     VnetSniffer,
@@ -76,16 +76,14 @@ class _RxCounts:
         return _RxCounts(*(a - b for a, b in zip(astuple(self), astuple(base), strict=True)))
 
 
-def _rx_snapshot(bed: TestBed) -> _RxCounts:
-    """The counters, the guest's read in one console command."""
-    tap = bed.net.link_stats(bed.dut_tap)
-    dev = bed.dut_if()
-    stats = f"/sys/class/net/{dev}/statistics"
-    out = bed.g.sh(f"cat {stats}/rx_packets {stats}/rx_dropped {stats}/rx_errors; ethtool -S {dev}")
-    lines = out.splitlines()
-    queues = parse_ethtool_stats("\n".join(lines[3:]))
-    return _RxCounts(tap["tx_packets"], tap["tx_dropped"], int(lines[0]),
-                     queue_sum(queues, "rx", "packets"), int(lines[1]), int(lines[2]))
+def _rx_snapshot(bed: TestBed) -> _RxCounts | None:
+    """The counters at one moment (TestBed.at_rest), None while frames are still crossing."""
+    snap = bed.at_rest()
+    if snap is None:
+        return None
+    return _RxCounts(snap.tap["tx_packets"], snap.tap["tx_dropped"], snap.link["rx_packets"],
+                     queue_sum(snap.ethtool, "rx", "packets"), snap.link["rx_dropped"],
+                     snap.link["rx_errors"])
 
 
 def test_udp_flood_counted_exactly(bed: TestBed) -> None:
@@ -96,18 +94,25 @@ def test_udp_flood_counted_exactly(bed: TestBed) -> None:
     bed.g.sh(f"ip neigh replace {HOST_V4} lladdr {br_mac} nud permanent dev {dev}")
     frames = udp_flood_frames("02:00:00:00:00:01", bed.dut_mac, HOST_V4, DUT_V4, n, dport=9)
     base = _rx_snapshot(bed)
+    assert base is not None, "the DUT's counters did not settle before the flood"
     udp0 = _udp_stack_count(bed)
     send_frames(bed.net, bed.dut_tap, frames)
     # every frame the tap handed to QEMU (our 10,000 plus any stray) must be counted once by
     # the device total and by the per-queue counters; poll until a snapshot is settled
     deadline = time.monotonic() + 120
+    moved = None
     while True:
-        moved = _rx_snapshot(bed) - base
-        delivered = moved.tap_delivered
-        if (delivered >= n and moved.rx_packets == delivered and moved.per_queue == delivered) \
-                or time.monotonic() > deadline:
+        snap = _rx_snapshot(bed)
+        if snap is not None:
+            moved = snap - base
+            delivered = moved.tap_delivered
+            if delivered >= n and moved.rx_packets == delivered and moved.per_queue == delivered:
+                break
+        if time.monotonic() > deadline:
             break
         time.sleep(1)
+    assert moved is not None, "the DUT's counters kept moving for 120 s after the flood"
+    delivered = moved.tap_delivered
     udp1 = _udp_stack_count(bed)
     bed.g.run(f"ip neigh del {HOST_V4} dev {dev}", check=False)
     # a failure shows every counter's move
