@@ -251,14 +251,22 @@ class TestBed:
         link counters are read before and after `cmd` in one guest command, again until both
         reads agree (a stray ND/ARP frame or a late ACK arriving in between would make exact
         comparisons flaky)."""
-        link_cmd = f"(cd /sys/class/net/{self.dut_if()}/statistics && grep . *)"
+        dev = self.dut_if()
         for _ in range(tries):
-            out = self.g.sh(f"{link_cmd}; echo @@CMD; {cmd}; echo @@LINK; {link_cmd}")
-            first, _, rest = out.partition("@@CMD")
-            between, _, last = rest.partition("@@LINK")
-            if first.strip() == last.strip():
-                return {k: int(v) for k, v in parse_kv_lines(first).items()}, between
+            read = self._read_between_links(dev, cmd)
+            if read is not None:
+                return read
         raise AssertionError(f"link counters kept moving over {tries} reads")
+
+    def _read_between_links(self, dev: str, cmd: str) -> tuple[dict[str, int], str] | None:
+        """One try of between_link_reads: None if the link counters moved while `cmd` ran."""
+        link_cmd = f"(cd /sys/class/net/{dev}/statistics && grep . *)"
+        out = self.g.sh(f"{link_cmd}; echo @@CMD; {cmd}; echo @@LINK; {link_cmd}")
+        first, _, rest = out.partition("@@CMD")
+        between, _, last = rest.partition("@@LINK")
+        if first.strip() != last.strip():
+            return None
+        return {k: int(v) for k, v in parse_kv_lines(first).items()}, between
 
     def stats_snapshot(self, tries: int = 10) -> tuple[dict[str, int], dict[str, int]]:
         """(link counters, `ethtool -S`) read at one moment (see between_link_reads)."""
@@ -268,18 +276,15 @@ class TestBed:
     def at_rest(self, tries: int = 10) -> RestSnapshot | None:
         """The host tap's counters and the DUT's (link counters, `ethtool -S`) at one moment,
         or None if frames kept crossing over `tries` reads: the tap is read before and after
-        stats_snapshot, again until it did not move. Counting a frame on one side and not the
-        other in a base snapshot offsets every later tap-vs-DUT difference by one for good (a
-        stray ND/MLD frame from the host did exactly that in CI)."""
+        one try of between_link_reads with `ethtool -S`, again until neither moved. Counting a
+        frame on one side and not the other in a base snapshot offsets every later tap-vs-DUT
+        difference by one for good (a stray ND/MLD frame from the host did exactly that in CI)."""
+        dev = self.dut_if()  # once: the tap must stay still across the guest's one command
         for _ in range(tries):
             tap = self.net.link_stats(self.dut_tap)
-            try:
-                link, stats = self.stats_snapshot(tries=1)
-            except AssertionError:  # the guest's counters moved during its own reads
-                time.sleep(0.2)
-                continue
-            if self.net.link_stats(self.dut_tap) == tap:
-                return RestSnapshot(tap, link, stats)
+            read = self._read_between_links(dev, f"ethtool -S {dev}")
+            if read is not None and self.net.link_stats(self.dut_tap) == tap:
+                return RestSnapshot(tap, read[0], parse_ethtool_stats(read[1]))
             time.sleep(0.2)
         return None
 
