@@ -3,8 +3,10 @@
  * pvnet: kernel API compatibility helpers.
  *
  * Every call whose signature or name differs between the kernels pvnet
- * supports (Debian's 5.10, 6.1 and 6.12) goes through one of the small
- * helpers below, so that the differences stay in this one file.  The
+ * supports (Debian's 5.10, 6.1, 6.12 and 7.x) goes through this file:
+ * where upstream renamed an API, the new name is backfilled here for
+ * older kernels, so the driver body reads like current upstream; where
+ * the shape differs, a small pvnet_ helper hides it.  The
  * variant is chosen by compile probes, never by version number: Kbuild
  * compiles each driver/compat/<name>.c against the target headers and
  * the generated pvnet_compat_probed.h defines PVNET_HAVE_<NAME> for the
@@ -31,39 +33,29 @@
 #include <net/page_pool.h>
 #endif
 
-/* netif_napi_add() lost its weight argument in 6.1. */
-static inline void pvnet_napi_add(struct net_device *dev,
-				  struct napi_struct *napi,
-				  int (*poll)(struct napi_struct *, int))
-{
-#ifdef PVNET_HAVE_NETIF_NAPI_ADD_NO_WEIGHT
-	netif_napi_add(dev, napi, poll);
-#else
-	netif_napi_add(dev, napi, poll, NAPI_POLL_WEIGHT);
+/*
+ * netif_napi_add() lost its weight argument in 6.1 (the 3-argument call
+ * is upstream's); a function-like macro of the same name is not expanded
+ * again inside itself, so this calls the 4-argument function.
+ */
+#ifndef PVNET_HAVE_NETIF_NAPI_ADD_NO_WEIGHT
+#define netif_napi_add(dev, napi, poll) \
+	netif_napi_add(dev, napi, poll, NAPI_POLL_WEIGHT)
 #endif
-}
 
 /* netif_tx_napi_add(..., weight) became netif_napi_add_tx() in 5.19. */
-static inline void pvnet_napi_add_tx(struct net_device *dev,
-				     struct napi_struct *napi,
-				     int (*poll)(struct napi_struct *, int))
-{
-#ifdef PVNET_HAVE_NETIF_NAPI_ADD_TX
-	netif_napi_add_tx(dev, napi, poll);
-#else
-	netif_tx_napi_add(dev, napi, poll, NAPI_POLL_WEIGHT);
+#ifndef PVNET_HAVE_NETIF_NAPI_ADD_TX
+#define netif_napi_add_tx(dev, napi, poll) \
+	netif_tx_napi_add(dev, napi, poll, NAPI_POLL_WEIGHT)
 #endif
-}
 
 /* virtio_reset_device() appeared in 5.17; older kernels call the op. */
-static inline void pvnet_reset_device(struct virtio_device *vdev)
+#ifndef PVNET_HAVE_VIRTIO_RESET_DEVICE
+static inline void virtio_reset_device(struct virtio_device *vdev)
 {
-#ifdef PVNET_HAVE_VIRTIO_RESET_DEVICE
-	virtio_reset_device(vdev);
-#else
 	vdev->config->reset(vdev);
-#endif
 }
+#endif
 
 /*
  * From 6.11 config change callbacks also have a driver-level switch, and
@@ -76,12 +68,11 @@ static inline void pvnet_reset_device(struct virtio_device *vdev)
  * Calls the driver's config_changed op if a change is pending: do not
  * hold a lock that op takes.  Process context only.
  */
-static inline void pvnet_config_driver_enable(struct virtio_device *vdev)
+#ifndef PVNET_HAVE_VIRTIO_CONFIG_DRIVER_ENABLE
+static inline void virtio_config_driver_enable(struct virtio_device *vdev)
 {
-#ifdef PVNET_HAVE_VIRTIO_CONFIG_DRIVER_ENABLE
-	virtio_config_driver_enable(vdev);
-#endif
 }
+#endif
 
 /*
  * virtio_find_vqs() takes one struct virtqueue_info array from 6.11 on,
@@ -117,14 +108,12 @@ static inline int pvnet_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
  * dev->dev_addr became const in 5.17; eth_hw_addr_set() appeared in 5.15
  * and was backported to Debian's 5.10.
  */
-static inline void pvnet_eth_hw_addr_set(struct net_device *dev, const u8 *addr)
+#ifndef PVNET_HAVE_ETH_HW_ADDR_SET
+static inline void eth_hw_addr_set(struct net_device *dev, const u8 *addr)
 {
-#ifdef PVNET_HAVE_ETH_HW_ADDR_SET
-	eth_hw_addr_set(dev, addr);
-#else
 	ether_addr_copy(dev->dev_addr, addr);
-#endif
 }
+#endif
 
 /*
  * ethtool_ops::get_ringparam gained the kernel_ethtool_ringparam and
@@ -346,6 +335,30 @@ static inline int pvnet_virtqueue_resize(struct virtqueue *vq, u32 num,
 #endif
 }
 
+/*
+ * The reported hash of a virtio_net_hdr_v1_hash: one __le32 hash_value
+ * until 6.12, two __le16 halves (hash_value_lo/hi) in 7.x.
+ */
+static inline u32 pvnet_hdr_hash_value(const struct virtio_net_hdr_v1_hash *h)
+{
+#ifdef PVNET_HAVE_VIRTIO_NET_HASH_VALUE_SPLIT
+	return le16_to_cpu(h->hash_value_lo) |
+	       (u32)le16_to_cpu(h->hash_value_hi) << 16;
+#else
+	return le32_to_cpu(h->hash_value);
+#endif
+}
+
+static inline void pvnet_hdr_hash_clear(struct virtio_net_hdr_v1_hash *h)
+{
+#ifdef PVNET_HAVE_VIRTIO_NET_HASH_VALUE_SPLIT
+	h->hash_value_lo = 0;
+	h->hash_value_hi = 0;
+#else
+	h->hash_value = 0;
+#endif
+}
+
 /* Per-queue reset (VIRTIO_F_RING_RESET, bit 40) is defined from 6.0. */
 static inline bool pvnet_has_ring_reset(struct virtio_device *vdev)
 {
@@ -428,6 +441,11 @@ static inline u8 pvnet_hdr_gso_udp_l4(void)
 #include <linux/filter.h>
 #include <net/xdp.h>
 
+/* bpf_prog_run() replaced the BPF_PROG_RUN() macro in 5.15; 7.x has only the function. */
+#ifndef PVNET_HAVE_BPF_PROG_RUN
+#define bpf_prog_run(prog, ctx)	BPF_PROG_RUN(prog, ctx)
+#endif
+
 static inline int pvnet_xdp_rxq_reg(struct xdp_rxq_info *rxq,
 				    struct net_device *dev, u32 queue,
 				    struct napi_struct *napi, u32 frag_size)
@@ -457,16 +475,11 @@ static inline void pvnet_xdp_prepare(struct xdp_buff *xdp, u32 frame_sz,
 #endif
 }
 
-static inline void pvnet_warn_invalid_xdp_action(struct net_device *dev,
-						 struct bpf_prog *prog,
-						 u32 act)
-{
-#ifdef PVNET_HAVE_BPF_WARN_INVALID_XDP_ACTION_DEV
-	bpf_warn_invalid_xdp_action(dev, prog, act);
-#else
-	bpf_warn_invalid_xdp_action(act);
+/* bpf_warn_invalid_xdp_action() took the device and program in 5.17. */
+#ifndef PVNET_HAVE_BPF_WARN_INVALID_XDP_ACTION_DEV
+#define bpf_warn_invalid_xdp_action(dev, prog, act) \
+	bpf_warn_invalid_xdp_action(act)
 #endif
-}
 
 /*
  * Multi-buffer XDP (frags), 5.18 on.  PVNET_XDP_FRAGS says whether the
@@ -485,17 +498,17 @@ static inline bool pvnet_xdp_frame_has_frags(const struct xdp_frame *xdpf)
 	return xdp_frame_has_frags((struct xdp_frame *)xdpf);
 }
 
-static inline void pvnet_frag_set(skb_frag_t *frag, struct page *page,
-				  unsigned int off, unsigned int size)
+/* skb_frag_fill_page_desc() (6.5) replaced the three setters. */
+#ifndef PVNET_HAVE_SKB_FRAG_FILL_PAGE_DESC
+static inline void skb_frag_fill_page_desc(skb_frag_t *frag,
+					   struct page *page,
+					   int off, int size)
 {
-#ifdef PVNET_HAVE_SKB_FRAG_FILL_PAGE_DESC
-	skb_frag_fill_page_desc(frag, page, off, size);
-#else
 	__skb_frag_set_page(frag, page);
 	skb_frag_off_set(frag, off);
 	skb_frag_size_set(frag, size);
-#endif
 }
+#endif
 #else
 #define PVNET_XDP_FRAGS	0
 
@@ -563,7 +576,7 @@ static __always_inline u32 pvnet_run_xdp(const struct bpf_prog *prog,
 #if PVNET_XDP_FRAGS
 	return bpf_prog_run_xdp(prog, xdp);
 #else
-	return BPF_PROG_RUN(prog, xdp);
+	return bpf_prog_run(prog, xdp);
 #endif
 }
 

@@ -612,7 +612,7 @@ static void pvnet_config_enable(struct pvnet_priv *priv)
 	spin_unlock_irq(&priv->config_lock);
 
 	/* Outside config_lock: this may call pvnet_config_changed(). */
-	pvnet_config_driver_enable(priv->vdev);
+	virtio_config_driver_enable(priv->vdev);
 }
 
 static void pvnet_config_disable(struct pvnet_priv *priv)
@@ -650,13 +650,13 @@ static int pvnet_alloc_queues(struct pvnet_priv *priv)
 		rxq->priv = priv;
 		u64_stats_init(&rxq->stats.syncp);
 		snprintf(rxq->name, sizeof(rxq->name), "input.%u", i);
-		pvnet_napi_add(priv->dev, &rxq->napi, pvnet_rx_poll);
+		netif_napi_add(priv->dev, &rxq->napi, pvnet_rx_poll);
 
 		txq->priv = priv;
 		u64_stats_init(&txq->stats.syncp);
 		snprintf(txq->name, sizeof(txq->name), "output.%u", i);
 		/* Registered in both modes: ethtool -C switches at run time. */
-		pvnet_napi_add_tx(priv->dev, &txq->napi, pvnet_tx_poll);
+		netif_napi_add_tx(priv->dev, &txq->napi, pvnet_tx_poll);
 	}
 
 	/* Rx buffer allocators; pvnet_rxq_fini() copes with unset ones. */
@@ -758,7 +758,7 @@ static void pvnet_del_vqs(struct pvnet_priv *priv)
 		return;
 
 	/* After the reset the device neither uses buffers nor interrupts. */
-	pvnet_reset_device(vdev);
+	virtio_reset_device(vdev);
 
 	for (i = 0; i < priv->max_queue_pairs; i++) {
 		pvnet_rx_free_unused(&priv->rxq[i]);
@@ -918,7 +918,7 @@ static void pvnet_init_addr_mtu(struct pvnet_priv *priv)
 		virtio_cread_bytes(vdev, offsetof(struct virtio_net_config, mac),
 				   mac, ETH_ALEN);
 		if (is_valid_ether_addr(mac)) {
-			pvnet_eth_hw_addr_set(dev, mac);
+			eth_hw_addr_set(dev, mac);
 		} else {
 			dev_warn(&vdev->dev,
 				 "device MAC %pM is invalid, using a random one\n",
@@ -1211,3 +1211,5 @@ MODULE_LICENSE("GPL");
 MODULE_AUTHOR("pvnet developers");
 MODULE_DESCRIPTION("pvnet: paravirtual (virtio-net) network driver");
 MODULE_VERSION(PVNET_VERSION);
+/* The compat probes that compiled for this kernel: `modinfo -F pvnet_probes`. */
+MODULE_INFO(pvnet_probes, PVNET_PROBES_PASSED);

@@ -581,7 +581,7 @@ static void pvnet_rx_hdr(const struct pvnet_priv *priv,
 {
 	memcpy(hdr, src, priv->hdr_len);
 	if (priv->hdr_len < sizeof(*hdr)) {
-		hdr->hash_value = 0;
+		pvnet_hdr_hash_clear(hdr);
 		hdr->hash_report = cpu_to_le16(VIRTIO_NET_HASH_REPORT_NONE);
 		hdr->padding = 0;
 	}
@@ -659,7 +659,7 @@ static void pvnet_rx_deliver(struct pvnet_rxq *rxq, struct sk_buff *skb,
 	if (report != VIRTIO_NET_HASH_REPORT_NONE &&
 	    report <= VIRTIO_NET_HASH_REPORT_UDPv6_EX &&
 	    (dev->features & NETIF_F_RXHASH))
-		skb_set_hash(skb, le32_to_cpu(hash_hdr->hash_value),
+		skb_set_hash(skb, pvnet_hdr_hash_value(hash_hdr),
 			     pvnet_hash_level(report));
 
 	skb_record_rx_queue(skb, rxq - priv->rxq);
@@ -929,7 +929,7 @@ static int pvnet_xdp_rx_hash(const struct xdp_md *ctx, u32 *hash,
 	if (report == VIRTIO_NET_HASH_REPORT_NONE ||
 	    report >= ARRAY_SIZE(pvnet_xdp_rss_types))
 		return -ENODATA;
-	*hash = le32_to_cpu(pxdp->hdr->hash_value);
+	*hash = pvnet_hdr_hash_value(pxdp->hdr);
 	*rss_type = pvnet_xdp_rss_types[report];
 	return 0;
 }
@@ -976,8 +976,8 @@ static bool pvnet_xdp_add_frags(struct pvnet_rxq *rxq, struct xdp_buff *xdp,
 	if (lead_len) {
 		page = virt_to_head_page(lead);
 		truesize[sinfo->nr_frags] = lead_truesize;
-		pvnet_frag_set(&sinfo->frags[sinfo->nr_frags++], page,
-			       lead - page_address(page), lead_len);
+		skb_frag_fill_page_desc(&sinfo->frags[sinfo->nr_frags++], page,
+					lead - page_address(page), lead_len);
 		sinfo->xdp_frags_size += lead_len;
 	}
 
@@ -1002,9 +1002,9 @@ static bool pvnet_xdp_add_frags(struct pvnet_rxq *rxq, struct xdp_buff *xdp,
 		}
 		page = virt_to_head_page(fbuf);
 		truesize[sinfo->nr_frags] = pvnet_mrg_truesize(token);
-		pvnet_frag_set(&sinfo->frags[sinfo->nr_frags++], page,
-			       fbuf - page_address(page) + PVNET_RX_HEADROOM,
-			       len);
+		skb_frag_fill_page_desc(&sinfo->frags[sinfo->nr_frags++], page,
+					fbuf - page_address(page) +
+					PVNET_RX_HEADROOM, len);
 		sinfo->xdp_frags_size += len;
 	}
 	return ok;
@@ -1215,7 +1215,7 @@ static void pvnet_rx_mrg_xdp(struct pvnet_rxq *rxq, void *token,
 	case XDP_ABORTED:
 		break;
 	default:
-		pvnet_warn_invalid_xdp_action(dev, prog, act);
+		bpf_warn_invalid_xdp_action(dev, prog, act);
 		break;
 	}
 

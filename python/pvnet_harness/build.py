@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
-from dataclasses import dataclass
+import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import REPO_ROOT, read_version
+from .capabilities import module_probes
+from .debroot import DebianRoot
 from .kernels import KernelTree
 from .templates import render
-from .util import CommandError, progress, run
+from .util import CommandError, cache_dir, progress, run
 
 # The module source: these files plus driver/**/*.{c,h} (see source_files)
 TOP_LEVEL_FILES = ("Kbuild", "VERSION", "dkms.conf")
@@ -28,6 +32,13 @@ class BuildResult:
     version: str
     log: Path | None
     log_text: str = ""
+    # The compat probes (driver/compat/<name>.c) that compiled for this kernel, read from
+    # the module's own modinfo (pvnet_probes=...): what the build found, for tests to ask.
+    probes: frozenset[str] = field(default_factory=frozenset)
+
+    def has(self, probe: str) -> bool:
+        """Whether the probe driver/compat/<probe>.c compiled (name in any case)."""
+        return probe.lower() in self.probes
 
 
 def render_dkms_conf(version: str) -> str:
@@ -100,29 +111,79 @@ def build_dir_for(tree: KernelTree, root: Path = REPO_ROOT) -> Path:
     return root / "build" / tree.release
 
 
-def dkms_tree_args(work: Path) -> list[str]:
+@dataclass(frozen=True)
+class Builder:
+    """Where a line's module is built: on this machine (root None), or inside a Debian root
+    under chroot for lines whose kbuild tools need that root's libc (KernelLine.build_root).
+
+    Paths handed to `run` are host paths; they are translated for the chroot.
+    """
+
+    tree: KernelTree
+    root: DebianRoot | None = None
+
+    def path(self, host: Path) -> str:
+        return self.root.inside(host) if self.root else str(host)
+
+    def headers(self) -> str:
+        if self.root:
+            return f"/usr/src/{self.tree.headers_package}"
+        return str(self.tree.headers_dir)
+
+    def work_dir(self, wanted: Path) -> Path:
+        """`wanted` on the host; in a root, a folder inside it named after `wanted`."""
+        if self.root is None:
+            return wanted
+        key = hashlib.sha1(str(wanted.resolve()).encode()).hexdigest()[:10]
+        return self.root.host_path(f"/var/tmp/pvnet-build/{key}-{wanted.name}")
+
+    def env(self, work: Path) -> dict[str, str]:
+        """Compiler PATH for host-built headers (the root has the compiler its headers name)."""
+        return {} if self.root else compiler_env(self.tree, work / "shims")
+
+    def run(self, argv: list[str], env: dict[str, str],
+            timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        if self.root:
+            return self.root.run(argv, env=env, timeout=timeout)
+        return run(argv, env=env, timeout=timeout)
+
+
+def builder_for(tree: KernelTree) -> Builder:
+    """The builder of tree's line; for a rooted line the root is made (once) and the headers
+    package of tree's exact version installed in it with the root's apt."""
+    if not tree.build_root:
+        return Builder(tree)
+    root = DebianRoot(cache_dir(), tree.build_root).ensure()
+    root.ensure_packages({tree.headers_package: tree.version},
+                         f"{tree.headers_package} {tree.version}")
+    return Builder(tree, root)
+
+
+def dkms_tree_args(work: Path, builder: Builder | None = None) -> list[str]:
     """--dkmstree/--sourcetree/--installtree of a private DKMS tree under work (created)."""
     for d in ("dkms", "src", "install"):
         (work / d).mkdir(parents=True, exist_ok=True)
+    where = builder.path if builder else str
     return [
-        "--dkmstree", str(work / "dkms"),
-        "--sourcetree", str(work / "src"),
-        "--installtree", str(work / "install"),
+        "--dkmstree", where(work / "dkms"),
+        "--sourcetree", where(work / "src"),
+        "--installtree", where(work / "install"),
     ]
 
 
-def dkms_build_module(version: str, tree: KernelTree, work: Path, env: dict[str, str]) -> Path:
-    """`dkms build` of pvnet/version (already added to the private tree under work) for tree;
-    the built module. A failure carries the tail of DKMS's make.log."""
+def dkms_build_module(version: str, builder: Builder, work: Path, env: dict[str, str]) -> Path:
+    """`dkms build` of pvnet/version (already added to the private tree under work) for the
+    builder's kernel; the built module. A failure carries the tail of DKMS's make.log."""
+    tree = builder.tree
+    config = [] if builder.root else ["--config", str(tree.config)]
     try:
-        run(
+        builder.run(
             [
                 "dkms", "build", "-m", "pvnet", "-v", version, "-k", tree.release,
-                "--kernelsourcedir", str(tree.headers_dir), "--config", str(tree.config),
-                *dkms_tree_args(work),
+                "--kernelsourcedir", builder.headers(), *config,
+                *dkms_tree_args(work, builder),
             ],
             env=env,
-            timeout=1800,
         )
     except CommandError as err:
         log = work / "dkms" / "pvnet" / version / "build" / "make.log"
@@ -136,29 +197,34 @@ def dkms_build_module(version: str, tree: KernelTree, work: Path, env: dict[str,
     return mods[0]
 
 
-def dkms_env(tree: KernelTree, work: Path) -> dict[str, str]:
+def dkms_env(builder: Builder, work: Path) -> dict[str, str]:
     """Compiler PATH for the headers, and no DKMS signing.
 
     dkms signs with a self-made /var/lib/dkms/mok.key whenever it finds a sign-file at a
     system path (linux-kbuild installed); the harness never touches the machine's keys.
     """
-    return {**compiler_env(tree, work / "shims"), "sign_file": NO_DKMS_SIGNING}
+    return {**builder.env(work), "sign_file": NO_DKMS_SIGNING}
 
 
 def dkms_build(tree: KernelTree, src_root: Path = REPO_ROOT, out: Path | None = None) -> BuildResult:
-    """dkms add + build in a private dkms tree; returns the built module."""
+    """dkms add + build in a private dkms tree; returns the built module and its probe set."""
     version = read_version(src_root)
-    bdir = out or build_dir_for(tree, src_root)
+    builder = builder_for(tree)
+    bdir = builder.work_dir(out or build_dir_for(tree, src_root))
     if (bdir / "dkms").exists():
         shutil.rmtree(bdir / "dkms")
-    trees = dkms_tree_args(bdir)
+    trees = dkms_tree_args(bdir, builder)
     stage_module_source(src_root, bdir / "src" / f"pvnet-{version}")
-    env = dkms_env(tree, bdir)
-    progress(f"dkms build pvnet/{version} for {tree.release}")
-    run(["dkms", "add", "-m", "pvnet", "-v", version, *trees], env=env)
-    module = dkms_build_module(version, tree, bdir, env)
+    env = dkms_env(builder, bdir)
+    where = f" in the {tree.build_root} root" if builder.root else ""
+    progress(f"dkms build pvnet/{version} for {tree.release}{where}")
+    builder.run(["dkms", "add", "-m", "pvnet", "-v", version, *trees], env=env)
+    module = dkms_build_module(version, builder, bdir, env)
     log = module.parent.parent / "log" / "make.log"
-    return BuildResult(module, tree.release, version, log if log.exists() else None)
+    res = BuildResult(module, tree.release, version, log if log.exists() else None,
+                      probes=module_probes(module))
+    progress(f"probes passed on {tree.release}: {' '.join(sorted(res.probes)) or 'none'}")
+    return res
 
 
 def kbuild(
@@ -170,12 +236,14 @@ def kbuild(
 ) -> BuildResult:
     """Plain `make -C headers M=...` in a staged copy (developer loop, lint builds)."""
     version = read_version(src_root)
-    bdir = (out or build_dir_for(tree, src_root)) / "kbuild"
+    builder = builder_for(tree)
+    bdir = builder.work_dir(out or build_dir_for(tree, src_root)) / "kbuild"
     stage_module_source(src_root, bdir)
-    env = compiler_env(tree, bdir.parent / "shims")
-    proc = run(["make", "-C", str(tree.headers_dir), f"M={bdir}", *extra, "modules"], env=env,
-               timeout=1800)
+    env = builder.env(bdir.parent)
+    proc = builder.run(["make", "-C", builder.headers(), f"M={builder.path(bdir)}", *extra,
+                        "modules"], env=env)
     text = (proc.stdout or "") + (proc.stderr or "") if capture_log else ""
     if not capture_log and proc.stderr:
         print(proc.stderr, end="")
-    return BuildResult(bdir / "pvnet.ko", tree.release, version, None, text)
+    module = bdir / "pvnet.ko"
+    return BuildResult(module, tree.release, version, None, text, probes=module_probes(module))

@@ -23,6 +23,7 @@ from pathlib import Path
 from . import REPO_ROOT, read_version
 from .build import NO_DKMS_SIGNING as NO_SIGN_FILE
 from .build import (
+    builder_for,
     dkms_build_module,
     dkms_env,
     dkms_tree_args,
@@ -269,14 +270,19 @@ def sign_module(module: Path, tree: KernelTree, key: Path, cert: Path, dest: Pat
 
 
 def dkms_build_from_tarball(tarball: Path, tree: KernelTree, work: Path) -> Path:
-    """`dkms ldtarball` into a private tree, then `dkms build` for tree; returns the module."""
-    trees = dkms_tree_args(work)
-    env = dkms_env(tree, work)
-    run(["dkms", "ldtarball", "--archive", tarball, *trees], env=env)
+    """`dkms ldtarball` into a private tree, then `dkms build` for tree (in its line's Debian
+    root where it has one); returns the module."""
+    builder = builder_for(tree)
+    work = builder.work_dir(work)
+    trees = dkms_tree_args(work, builder)
+    env = dkms_env(builder, work)
+    archive = work / tarball.name
+    shutil.copyfile(tarball, archive)
+    builder.run(["dkms", "ldtarball", "--archive", builder.path(archive), *trees], env=env)
     versions = [d.name for d in (work / "dkms" / MODULE).iterdir() if d.is_dir()]
     if len(versions) != 1:
         raise RuntimeError(f"expected one {MODULE} version after ldtarball, found {versions}")
-    return dkms_build_module(versions[0], tree, work, env)
+    return dkms_build_module(versions[0], builder, work, env)
 
 
 def build_dist(

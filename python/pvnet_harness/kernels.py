@@ -25,19 +25,30 @@ LISTS_MAX_AGE_S = 24 * 3600
 
 @dataclass(frozen=True)
 class KernelLine:
-    """One supported kernel line and the Debian suites that carry it."""
+    """One supported kernel line and the Debian suites that carry it.
+
+    `build_root` names the Debian root (debroot.ROOTS) pvnet is built in for this line, "" for
+    the host: Debian 13's kernels are built with gcc-14 and their kbuild tools need its libc, so
+    their headers are installed and used inside a Debian 13 root, as a Debian 13 user has them.
+    The host then fetches only the image (and its modules) to boot.
+    """
 
     name: str
     suites: tuple[tuple[str, str], ...]
+    build_root: str = ""
 
     def matches(self, version: str) -> bool:
         return version.startswith(self.name + ".")
 
 
+# Oldest first: the capability check (capabilities.py) compares each line with the older ones.
 LINES: dict[str, KernelLine] = {
     "5.10": KernelLine("5.10", ((DEBIAN, "bullseye"), (SECURITY, "bullseye-security"))),
     "6.1": KernelLine("6.1", ((DEBIAN, "bookworm"), (SECURITY, "bookworm-security"))),
-    "6.12": KernelLine("6.12", ((DEBIAN, "bookworm-backports"),)),
+    "6.12": KernelLine("6.12", ((DEBIAN, "trixie"), (SECURITY, "trixie-security")), "trixie"),
+    # The newest 7.x Debian ships for trixie users, resolved at run time: a new upload is built
+    # and tested by the next run.
+    "7": KernelLine("7", ((DEBIAN, "trixie-backports"),), "trixie"),
 }
 
 
@@ -93,10 +104,16 @@ class KernelTree:
     root: Path
     vmlinux: Path
     packages: list[dict[str, str | int]] = field(default_factory=list)
+    build_root: str = ""
 
     @property
     def headers_dir(self) -> Path:
+        """The extracted headers of a host-built line (a rooted line's are in its root)."""
         return self.root / "usr/src" / f"linux-headers-{self.release}"
+
+    @property
+    def headers_package(self) -> str:
+        return f"linux-headers-{self.release}"
 
     @property
     def modules_dir(self) -> Path:
@@ -104,11 +121,18 @@ class KernelTree:
 
     @property
     def config(self) -> Path:
-        return self.root / "boot" / f"config-{self.release}"
+        return self._boot_file("config")
 
     @property
     def vmlinuz(self) -> Path:
-        return self.root / "boot" / f"vmlinuz-{self.release}"
+        return self._boot_file("vmlinuz")
+
+    def _boot_file(self, name: str) -> Path:
+        """/boot/<name>-<release>, or (7.x packages) /usr/lib/modules/<release>/<name>."""
+        boot = self.root / "boot" / f"{name}-{self.release}"
+        if boot.exists():
+            return boot
+        return self.root / "usr/lib/modules" / self.release / name
 
     def compiler(self) -> str:
         """The compiler name the headers ask for (from .kernelvariables), e.g. gcc-12."""
@@ -323,11 +347,18 @@ class KernelCache:
         version = meta["Version"]
         abi = abi_from_image_depends(meta["Depends"])
         image = self.apt.show_one(f"linux-image-{abi}-amd64", version)
-        headers = self.apt.show_one(f"linux-headers-{abi}-amd64", version)
-        refs = [_ref(image), _ref(headers)]
-        for dep in depends_names(headers.get("Depends", "")):
-            if dep.startswith("linux-headers-") or dep.startswith("linux-kbuild-"):
+        refs = [_ref(image)]
+        # 7.x splits the image: linux-image-<abi> is a 2 kB package that depends on
+        # linux-binary-<abi> (vmlinuz), linux-modules-<abi> and linux-base-<abi> (config).
+        for dep in depends_names(image.get("Depends", "")):
+            if abi in dep:
                 refs.append(_ref(self.apt.show_one(dep, version)))
+        if not line.build_root:
+            headers = self.apt.show_one(f"linux-headers-{abi}-amd64", version)
+            refs.append(_ref(headers))
+            for dep in depends_names(headers.get("Depends", "")):
+                if dep.startswith("linux-headers-") or dep.startswith("linux-kbuild-"):
+                    refs.append(_ref(self.apt.show_one(dep, version)))
         return KernelPin(line_name, version, abi, tuple(refs))
 
     def checkpatch(self, line_name: str = "6.12") -> Path:
@@ -382,8 +413,10 @@ class KernelCache:
         manifest = tdir / "manifest.json"
         debs = tdir / "debs"
         if manifest.exists() and self._verify(pin, debs):
-            progress(f"kernel {line_name}: {pin.version} cached and verified ({tdir})")
-            return KernelTree.from_json(manifest.read_text())
+            tree = KernelTree.from_json(manifest.read_text())
+            if tree.build_root == LINES[line_name].build_root:
+                progress(f"kernel {line_name}: {pin.version} cached and verified ({tdir})")
+                return tree
         self._download_verified(list(pin.packages), debs, f"kernel {line_name} packages")
         return self._extract(pin, tdir)
 
@@ -415,6 +448,8 @@ class KernelCache:
         progress(f"kernel {pin.line}: extracting {pin.version}")
         for p in pin.packages:
             run(["dpkg-deb", "-x", tdir / "debs" / p.deb_name, root])
+        if not (root / "lib").exists() and (root / "usr/lib").is_dir():
+            (root / "lib").symlink_to("usr/lib")  # 7.x ships /usr/lib/modules only
         tree = KernelTree(
             line=pin.line,
             version=pin.version,
@@ -422,8 +457,10 @@ class KernelCache:
             root=root,
             vmlinux=tdir / "vmlinux",
             packages=[{"name": p.name, "version": p.version, "sha256": p.sha256} for p in pin.packages],
+            build_root=LINES[pin.line].build_root,
         )
-        fix_headers_makefile(tree.headers_dir, root)
+        if not tree.build_root:
+            fix_headers_makefile(tree.headers_dir, root)
         run(["depmod", "-b", root, "-a", pin.release])
         extract_vmlinux(tree.vmlinuz, tree.vmlinux)
         (tdir / "manifest.json").write_text(tree.to_json())

@@ -72,7 +72,7 @@ def test_depends_names() -> None:
 
 
 def test_parse_lines_arg() -> None:
-    assert parse_lines_arg("all") == ["5.10", "6.1", "6.12"]
+    assert parse_lines_arg("all") == ["5.10", "6.1", "6.12", "7"]
     assert parse_lines_arg("6.1,5.10") == ["6.1", "5.10"]
     with pytest.raises(ValueError):
         parse_lines_arg("4.19")
@@ -106,7 +106,7 @@ def test_private_apt_never_uses_system_sources(tmp_path: Path) -> None:
     assert f"Dir::Etc::SourceParts={tmp_path}/apt/sources.list.d" in joined
     assert f"Dir::State::status={tmp_path}/apt/status" in joined
     src = (tmp_path / "apt/sources.list").read_text()
-    for suite in ("bullseye-security", "bookworm-security", "bookworm-backports"):
+    for suite in ("bullseye-security", "bookworm-security", "trixie-security", "trixie-backports"):
         assert suite in src
     assert (tmp_path / "apt/status").read_text() == ""
 
