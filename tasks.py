@@ -28,7 +28,7 @@ def _fail(err: Exception) -> None:
     raise SystemExit(1)
 
 
-@task(help={"line": "5.10, 6.1, 6.12, a comma list or all", "offline": "use the cache only"})
+@task(help={"line": "5.10, 6.1, 6.12, 7, a comma list or all", "offline": "use the cache only"})
 def kernels(c: Context, line: str = "6.1", offline: bool = False, verbose: bool = False) -> None:
     """Fetch Debian kernel image + headers per line into the cache (private apt state)."""
     setup_logging(verbose)
@@ -209,15 +209,18 @@ def bench(c: Context, kernel: str = "6.1", accel: str = "auto", out: str = "out/
 @task(help={"kernel": "kernel lines for the W=1 + sparse builds (comma list or all)"})
 def lint(c: Context, kernel: str = "all", verbose: bool = False) -> None:
     """ruff + mypy (Python); checkpatch --strict, W=1 and sparse per kernel line (driver)."""
-    from pvnet_harness.lint import checkpatch, warning_build
+    from pvnet_harness.lint import checkpatch, probe_check, warning_build
 
     setup_logging(verbose)
     c.run(f"{PY} -m ruff check python tests tasks.py conftest.py")
     c.run(f"{PY} -m mypy python/pvnet_harness --ignore-missing-imports")
-    results = [checkpatch()] + [warning_build(line) for line in parse_lines_arg(kernel)]
+    builds = {line: warning_build(line) for line in parse_lines_arg(kernel)}
+    results = [checkpatch(), *builds.values(), probe_check(builds)]
     for r in results:
         print(f"{'ok  ' if r.ok else 'FAIL'} {r.name}")
         for f in r.findings[:40]:
             print(f"     {f}")
+        for n in r.notes:
+            print(f"     {n}")
     if not all(r.ok for r in results):
         raise SystemExit(1)

@@ -477,8 +477,14 @@ static inline void pvnet_xdp_prepare(struct xdp_buff *xdp, u32 frame_sz,
 
 /* bpf_warn_invalid_xdp_action() took the device and program in 5.17. */
 #ifndef PVNET_HAVE_BPF_WARN_INVALID_XDP_ACTION_DEV
-#define bpf_warn_invalid_xdp_action(dev, prog, act) \
-	bpf_warn_invalid_xdp_action(act)
+static inline void pvnet_bpf_warn_invalid_xdp_action(struct net_device *dev,
+						     struct bpf_prog *prog,
+						     u32 act)
+{
+	bpf_warn_invalid_xdp_action(act);
+}
+
+#define bpf_warn_invalid_xdp_action pvnet_bpf_warn_invalid_xdp_action
 #endif
 
 /*

@@ -8,10 +8,14 @@ from pathlib import Path
 
 from . import REPO_ROOT
 from .build import kbuild
-from .kernels import KernelCache
+from .capabilities import lost_probes, probe_infos, render_table
+from .kernels import LINES, KernelCache
 from .util import CommandError, cache_dir, progress, run
 
 WARNING_RE = re.compile(r"(warning|error):", re.I)
+# The kernel's Makefile drops C=2 with this when its checker-valid.sh rejects the sparse found
+# (7.x headers use __typeof_unqual__, which Debian 13's sparse 0.6.4 cannot parse).
+SPARSE_REFUSED_RE = re.compile(r"C=\d specified, but (\S+) is not available or not up to date")
 
 
 @dataclass
@@ -19,6 +23,10 @@ class LintResult:
     name: str
     ok: bool
     findings: list[str] = field(default_factory=list)
+    # What did not run and why (printed with the result; not a finding)
+    notes: list[str] = field(default_factory=list)
+    # warning builds: the compat probes that compiled for that line
+    probes: frozenset[str] = field(default_factory=frozenset)
 
 
 def driver_sources(root: Path = REPO_ROOT) -> list[Path]:
@@ -41,6 +49,15 @@ def compiler_warnings(text: str) -> list[str]:
             if WARNING_RE.search(ln) and not ln.startswith("make")]
 
 
+def sparse_refusal(text: str) -> str | None:
+    """Why the kernel's Makefile did not run sparse, if it said so."""
+    m = SPARSE_REFUSED_RE.search(text)
+    if not m:
+        return None
+    return (f"sparse not run: the kernel's checker-valid.sh rejects {m.group(1)} "
+            "(the headers use __typeof_unqual__, which this sparse cannot parse)")
+
+
 def warning_build(line: str, root: Path = REPO_ROOT) -> LintResult:
     """W=1 build with sparse on every file (C=2); any warning fails."""
     name = f"W=1 + sparse on {line}"
@@ -50,5 +67,23 @@ def warning_build(line: str, root: Path = REPO_ROOT) -> LintResult:
         res = kbuild(tree, root, ("W=1", "C=2"), capture_log=True)
     except CommandError as err:
         return LintResult(name, False, compiler_warnings(err.stdout + err.stderr) or [str(err)])
+    refused = sparse_refusal(res.log_text)
     findings = compiler_warnings(res.log_text)
-    return LintResult(name, not findings, findings)
+    return LintResult(name if refused is None else f"W=1 on {line}", not findings, findings,
+                      [refused] if refused else [], res.probes)
+
+
+def probe_check(builds: dict[str, LintResult]) -> LintResult:
+    """No compat probe that compiles on an older line fails on a newer one without a reason
+    named in its file (capabilities.lost_probes); the probe x line table as notes."""
+    by_line = {ln: r.probes for ln, r in builds.items() if r.probes}
+    order = [ln for ln in LINES if ln in by_line]
+    infos = probe_infos(root_compat_dir())
+    problems = lost_probes(by_line, order, infos)
+    table = render_table(by_line, order, infos).splitlines() if len(order) > 1 else []
+    return LintResult(f"no probe lost on a newer line ({', '.join(order)})", not problems,
+                      problems, table)
+
+
+def root_compat_dir(root: Path = REPO_ROOT) -> Path:
+    return root / "driver" / "compat"
