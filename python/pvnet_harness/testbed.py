@@ -103,6 +103,16 @@ class TestBed:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pvnet-bed-")))
     lab: NetLab | None = None
     guest: Guest | None = None
+    # The compat probes (driver/compat/<name>.c stems, lower case) that compiled into pvnet_ko:
+    # the build's BuildResult.probes, set by the e2e make_bed fixture, so tests ask what the
+    # module under test can do instead of which kernel line it runs on. Empty (the default)
+    # for beds made without a build result at hand (bench, demo).
+    probes: frozenset[str] = frozenset()
+
+    def has(self, probe: str) -> bool:
+        """Whether the probe driver/compat/<probe>.c compiled for this bed's module (name in
+        any case: "VIRTQUEUE_RESIZE" as PVNET_HAVE_VIRTQUEUE_RESIZE reads, or "virtqueue_resize")."""
+        return probe.lower() in self.probes
 
     # ------------------------------------------------------------ lifecycle
 

@@ -4,9 +4,13 @@ Every test that used a guest has the guest's new kernel messages checked after i
 WARNING/BUG/Oops/refcount/"unregister_netdevice: waiting"/NETDEV WATCHDOG fails that test.
 
 Sharded combination tests: a case marked `shard(i)` runs on the kernel line whose position in
-LINES (5.10, 6.1, 6.12) is i modulo the number of lines, so a run over all lines runs each
+pvnet_harness.kernels.LINES is i modulo the number of lines, so a run over all lines runs each
 case once, and on every line with `shard(i, anchor=True)`; `--full-matrix` (PVNET_FULL_MATRIX=1)
 runs every case on the line at hand.
+
+What a test expects of the module never depends on the line's name: beds carry the build's
+probe results (`bed.has("virtqueue_resize")`), and where the kernel decides (a verifier, a
+netlink family) the test asks the kernel (tests/unit/test_no_line_names.py keeps it so).
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ def make_bed(
              mtu: int | None = None) -> TestBed:
         return TestBed(kernel_tree, pvnet_build.module, profile=profile or load_profile(),
                        accel=accel, pvnet_params=pvnet_params, mtu=mtu,
-                       keep=pytestconfig.getoption("--keep"))
+                       keep=pytestconfig.getoption("--keep"), probes=pvnet_build.probes)
 
     return make
 
