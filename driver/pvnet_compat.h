@@ -561,6 +561,27 @@ static int impl##_op(struct net_device *dev, u32 *indir, u8 *key,	\
 #endif
 
 /*
+ * ethtool_ops.get_rx_ring_count and .get_rxfh_fields: newer kernels ask
+ * these instead of get_rxnfc(ETHTOOL_GRXRINGS / ETHTOOL_GRXFH) (7.3 no
+ * longer asks get_rxnfc for the ring count at all).  Where the kernel has
+ * no such op, struct ethtool_rxfh_fields is backfilled for the driver's
+ * own use and get_rxnfc answers both commands.
+ */
+#ifdef PVNET_HAVE_ETHTOOL_GET_RX_RING_COUNT
+#define PVNET_CAN_RX_RING_COUNT	1
+#endif
+
+#ifdef PVNET_HAVE_ETHTOOL_RXFH_FIELDS
+#define PVNET_CAN_RXFH_FIELDS	1
+#else
+struct ethtool_rxfh_fields {
+	u32 data;
+	u32 flow_type;
+	u32 rss_context;
+};
+#endif
+
+/*
  * Run an XDP program.  Kernels without upstream commit "bpf: Synchronize
  * dispatcher update with bpf_dispatcher_xdp_func" (6.2, backported to
  * 6.1.y; Debian's 6.1 changelog lists it, its 5.10 changelog does not)

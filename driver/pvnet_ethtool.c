@@ -304,17 +304,37 @@ static u64 pvnet_rxfh_fields(const struct pvnet_priv *priv, u32 flow_type)
 	return 0;
 }
 
-static int pvnet_get_rxnfc(struct net_device *dev, struct ethtool_rxnfc *info,
-			   u32 *rule_locs)
+/* ethtool -x asks how many rx rings the indirection table may name. */
+static u32 pvnet_get_rx_ring_count(struct net_device *dev)
 {
 	struct pvnet_priv *priv = netdev_priv(dev);
 
+	return priv->curr_queue_pairs;
+}
+
+static int pvnet_get_rxfh_fields(struct net_device *dev,
+				 struct ethtool_rxfh_fields *fields)
+{
+	fields->data = pvnet_rxfh_fields(netdev_priv(dev), fields->flow_type);
+	return 0;
+}
+
+/*
+ * Kernels that still route ring count and hash fields through get_rxnfc;
+ * newer ones call the two ops above (pvnet_compat.h says which).
+ */
+static int pvnet_get_rxnfc(struct net_device *dev, struct ethtool_rxnfc *info,
+			   u32 *rule_locs)
+{
+	struct ethtool_rxfh_fields fields = { .flow_type = info->flow_type };
+
 	switch (info->cmd) {
 	case ETHTOOL_GRXRINGS:
-		info->data = priv->curr_queue_pairs;
+		info->data = pvnet_get_rx_ring_count(dev);
 		return 0;
 	case ETHTOOL_GRXFH:
-		info->data = pvnet_rxfh_fields(priv, info->flow_type);
+		pvnet_get_rxfh_fields(dev, &fields);
+		info->data = fields.data;
 		return 0;
 	default:
 		return -EOPNOTSUPP;
@@ -347,6 +367,12 @@ static const struct ethtool_ops pvnet_ethtool_ops = {
 	.get_link_ksettings	= pvnet_get_link_ksettings,
 	.get_rxfh_key_size	= pvnet_get_rxfh_key_size,
 	.get_rxfh		= pvnet_rxfh_get_op,
+#ifdef PVNET_CAN_RX_RING_COUNT
+	.get_rx_ring_count	= pvnet_get_rx_ring_count,
+#endif
+#ifdef PVNET_CAN_RXFH_FIELDS
+	.get_rxfh_fields	= pvnet_get_rxfh_fields,
+#endif
 	.get_rxnfc		= pvnet_get_rxnfc,
 };
 
