@@ -17,6 +17,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -178,6 +179,50 @@ class DebianRoot:
                    if (have := self.installed_version(n)) is None or (v and have != v)]
         if missing:
             self.install(missing, what)
+
+    def dpkg_status(self, package: str) -> str | None:
+        """dpkg's Status of a package in the root ('install ok installed', 'deinstall ok
+        config-files', ...), None when dpkg has no record of it (never installed, or purged)."""
+        proc = self.run(["dpkg-query", "-W", "-f=${Status}", package], check=False)
+        status = proc.stdout.strip() if proc.returncode == 0 else ""
+        return status or None
+
+    @contextmanager
+    def copied_in(self, files: Sequence[Path]) -> Iterator[list[str]]:
+        """Copies of host files in a fresh folder under the root's /var/tmp, removed on exit;
+        yields their in-root paths."""
+        tmp = self.host_path("/var/tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="pvnet-in-", dir=tmp))
+        try:
+            folder.chmod(0o755)  # apt's _apt user reads local .debs it installs
+            paths = []
+            for f in files:
+                dest = folder / f.name
+                shutil.copyfile(f, dest)
+                dest.chmod(0o644)
+                paths.append(self.inside(dest))
+            yield paths
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def install_local(self, debs: Sequence[Path], what: str) -> subprocess.CompletedProcess[str]:
+        """`apt-get install ./name.deb` of host .deb files in the root, the way a user installs
+        a downloaded package: copied in, dependencies from the root's apt, maintainer scripts
+        run there. Returns apt's output (a postinst's warnings are in it)."""
+        with self.locked(), self.copied_in(debs) as paths:
+            progress(f"apt-get install {what} in the {self.spec.suite} root")
+            return self.run(["apt-get", "-q", "-y", "--no-install-recommends", "install", *paths],
+                            env={"INITRD": "No"}, timeout=1800)
+
+    def purge(self, packages: Sequence[str], what: str) -> subprocess.CompletedProcess[str] | None:
+        """`apt-get purge` of the packages dpkg knows in the root (None when it knows none)."""
+        with self.locked():
+            known = [p for p in packages if self.dpkg_status(p) is not None]
+            if not known:
+                return None
+            progress(f"apt-get purge {what} in the {self.spec.suite} root")
+            return self.run(["apt-get", "-q", "-y", "purge", *known], timeout=1800)
 
 
 def chroot_available() -> bool:

@@ -159,6 +159,31 @@ def installed_size_kib(root: Path) -> int:
     return total
 
 
+def dkms_installed_kernels(status: str, version: str, module: str = MODULE) -> set[str]:
+    """Kernel releases that `dkms status` output lists module/version as installed for.
+
+    dkms 3.0 (Debian 12) and 3.2 (Debian 13) both print `pvnet/VER, <release>, x86_64:
+    installed`, maybe followed by a note such as `(Original modules exist)`; `built` or
+    `added` lines do not count.
+    """
+    pat = re.compile(rf"^{re.escape(module)}/{re.escape(version)}, ([^,\s]+), [^:,\s]+: installed\b",
+                     re.M)
+    return set(pat.findall(status))
+
+
+def deb_leftovers(base: Path, version: str) -> list[str]:
+    """What an installed-then-purged pvnet-dkms must not leave in the system under base ("/"
+    for this machine, a Debian root's folder): the source and dkms trees, the modprobe.d
+    conffile, and any pvnet.ko* below lib/modules (symbolic links such as build/ not followed).
+    """
+    found = [str(p) for p in (base / "usr/src" / f"{MODULE}-{version}",
+                              base / "var/lib/dkms" / MODULE, base / MODPROBE_CONF)
+             if p.exists() or p.is_symlink()]
+    for top, _dirs, files in os.walk(base / "lib/modules"):
+        found += [os.path.join(top, f) for f in files if f.startswith(f"{MODULE}.ko")]
+    return sorted(found)
+
+
 # ---------------------------------------------------------------- source staging
 
 

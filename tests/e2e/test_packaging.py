@@ -1,8 +1,12 @@
-"""Packaging end to end (root, no QEMU): the DKMS tarball, the .deb installed on this machine,
-lintian, the signed module, and the modprobe.d recipes resolved by libkmod.
+"""Packaging end to end (root, no QEMU): the DKMS tarball on every kernel line, the .deb
+installed on this machine and in the Debian 13 root, lintian of both releases, the signed
+module, and the modprobe.d recipes resolved by libkmod.
 
-The .deb test installs Debian's linux-headers-amd64 (system bookworm suite, no apt source is
-added) when it is missing, installs pvnet-dkms with apt-get and always purges it again.
+The host .deb test installs Debian's linux-headers-amd64 (system bookworm suite, no apt source
+is added) when it is missing, installs pvnet-dkms with apt-get and always purges it again. The
+Debian 13 test does the same in the harness's trixie root (debroot.py), with the headers of
+every line built there (6.12 and 7.x), and leaves the root as it found it: the harness builds
+in it afterwards.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,28 +22,40 @@ from pathlib import Path
 
 import pytest
 from pvnet_harness import REPO_ROOT, read_version
-from pvnet_harness.build import BuildResult, dkms_build
+from pvnet_harness.build import Builder, BuildResult, dkms_build
+from pvnet_harness.debroot import DebianRoot, chroot_available
 from pvnet_harness.dist import (
     NO_DKMS_SIGNING,
     PACKAGE,
     DistResult,
     build_dist,
+    deb_leftovers,
     dkms_build_from_tarball,
+    dkms_installed_kernels,
     render_modprobe_conf,
     sign_module,
     signed_module_name,
     strip_module_signature,
 )
-from pvnet_harness.kernels import KernelCache, KernelTree
+from pvnet_harness.kernels import LINES, KernelCache, KernelTree
 from pvnet_harness.util import CommandError, cache_dir, run
 
 pytestmark = pytest.mark.packaging
 
 VERSION = read_version()
-LINES = ("5.10", "6.1", "6.12")
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
-DKMS_KEYS = (Path("/var/lib/dkms/mok.key"), Path("/var/lib/dkms/mok.pub"))
+DKMS_KEYS = ("/var/lib/dkms/mok.key", "/var/lib/dkms/mok.pub")
 VIRTIO_NET_ALIAS = "virtio:d00000001v00001AF4"
+# The Debian 13 root of debroot.py and the lines built in it (6.12 and 7.x today).
+DEBIAN13 = "trixie"
+DEBIAN13_LINES = tuple(n for n, kl in LINES.items() if kl.build_root == DEBIAN13)
+# The host-only features below run on the host's own line, 6.1 (Debian 12):
+# - signing uses the extracted headers' scripts/sign-file on this machine; a rooted line has its
+#   headers only inside its root, and 5.10's sign-file needs OpenSSL 1.1, absent on Debian 12;
+# - the modprobe.d recipes are resolved by this machine's libkmod, whatever the line;
+# - the host .deb test installs the headers of this machine's suite (bookworm: 6.1).
+# The Debian 13 root covers the .deb and lintian for 6.12 and 7.x.
+HOST_LINE = "6.1"
 
 
 def _installed(pkg: str) -> bool:
@@ -65,6 +82,21 @@ def _kernel(line: str) -> KernelTree:
         return cache.fetch(line)
 
 
+def _root_work(tree: KernelTree, wanted: Path) -> Path | None:
+    """The folder inside its line's Debian root where a build asked to work in `wanted` runs
+    (build.Builder.work_dir), None for a host-built line: removed after the test, the root
+    keeps no test leftovers."""
+    if not tree.build_root:
+        return None
+    return Builder(tree, DebianRoot(cache_dir(), tree.build_root)).work_dir(wanted)
+
+
+def _remove_root_work(tree: KernelTree, wanted: Path) -> None:
+    work = _root_work(tree, wanted)
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _reason(err: Exception) -> str:
     text = str(err)
     errors = [ln.strip() for ln in text.splitlines() if "error:" in ln or "Error" in ln]
@@ -89,6 +121,7 @@ def plain_build(
 ) -> Iterator[Callable[[str], PlainBuild]]:
     """The harness's own DKMS build per line (pvnet_harness.build.dkms_build), done once."""
     done: dict[str, PlainBuild] = {}
+    outs: list[tuple[KernelTree, Path]] = []
     mp = pytest.MonkeyPatch()
     mp.setenv("sign_file", NO_DKMS_SIGNING["sign_file"])  # no /var/lib/dkms/mok.key from us
 
@@ -96,6 +129,7 @@ def plain_build(
         if line not in done:
             tree = _kernel(line)
             out = tmp_path_factory.mktemp(f"plain-{line}")
+            outs.append((tree, out))
             try:
                 done[line] = PlainBuild(tree, dkms_build(tree, REPO_ROOT, out=out))
             except (CommandError, RuntimeError) as err:
@@ -104,6 +138,8 @@ def plain_build(
 
     yield get
     mp.undo()
+    for tree, out in outs:
+        _remove_root_work(tree, out)
 
 
 def _built_or_skip(pb: PlainBuild, line: str) -> BuildResult:
@@ -116,17 +152,30 @@ def _built_or_skip(pb: PlainBuild, line: str) -> BuildResult:
 # ---------------------------------------------------------------- DKMS tarball
 
 
-@pytest.mark.parametrize("line", LINES)
+@pytest.mark.parametrize("line", list(LINES))
 def test_tarball_loads_and_builds(line: str, dist: DistResult,
                                   plain_build: Callable[[str], PlainBuild], tmp_path: Path) -> None:
-    pb = plain_build(line)
-    _built_or_skip(pb, line)
+    """Every line, rooted ones (6.12, 7.x) through `dkms ldtarball` + `dkms build` in the root.
+
+    The plain harness build is only asked when the tarball's build fails: where it fails too,
+    pvnet does not build on the line yet (skip, with its errors); where it passes, the tarball
+    is at fault (fail). A passing line costs one build, not two.
+    """
     assert dist.tarball.name == f"pvnet-{VERSION}-source-only.dkms.tar.gz"
-    module = dkms_build_from_tarball(dist.tarball, pb.tree, tmp_path)
-    assert (tmp_path / "src" / f"pvnet-{VERSION}" / "dkms.conf").is_file()  # private source tree
-    assert _modinfo("version", module) == VERSION
-    assert _modinfo("vermagic", module).split()[0] == pb.tree.release
-    assert _modinfo("signer", module) == ""  # private builds are never signed by dkms
+    tree = _kernel(line)
+    work = _root_work(tree, tmp_path) or tmp_path
+    try:
+        try:
+            module = dkms_build_from_tarball(dist.tarball, tree, tmp_path)
+        except (CommandError, RuntimeError):
+            _built_or_skip(plain_build(line), line)
+            raise
+        assert (work / "src" / f"pvnet-{VERSION}" / "dkms.conf").is_file()  # private source tree
+        assert _modinfo("version", module) == VERSION
+        assert _modinfo("vermagic", module).split()[0] == tree.release
+        assert _modinfo("signer", module) == ""  # private builds are never signed by dkms
+    finally:
+        _remove_root_work(tree, tmp_path)
 
 
 # ---------------------------------------------------------------- signing
@@ -134,8 +183,8 @@ def test_tarball_loads_and_builds(line: str, dist: DistResult,
 
 def test_signed_module(tmp_path: Path, plain_build: Callable[[str], PlainBuild]) -> None:
     _ensure_apt("openssl")
-    pb = plain_build("6.1")
-    _built_or_skip(pb, "6.1")
+    pb = plain_build(HOST_LINE)  # host sign-file: see HOST_LINE
+    _built_or_skip(pb, HOST_LINE)
     key, cert = tmp_path / "signing_key.pem", tmp_path / "signing_cert.der"
     run(["openssl", "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
          "-subj", "/CN=pvnet test signing key", "-keyout", key, "-outform", "DER", "-out", cert])
@@ -159,15 +208,19 @@ def test_signed_module(tmp_path: Path, plain_build: Callable[[str], PlainBuild])
 # ---------------------------------------------------------------- lintian
 
 
-def test_lintian_reports_no_errors(dist: DistResult) -> None:
-    _ensure_apt("lintian")
-    proc = run(["lintian", "--pedantic", dist.deb], check=False)
+def _check_lintian(proc: subprocess.CompletedProcess[str], where: str) -> None:
+    """No E: tag and exit 0; every other tag (W:, I:, P:, X:) is reported as a pytest warning."""
     tags = [ln for ln in proc.stdout.splitlines() if re.match(r"[EWIPX]: ", ln)]
     for tag in tags:
         if not tag.startswith("E:"):
-            warnings.warn(f"lintian: {tag}", stacklevel=1)
+            warnings.warn(f"lintian ({where}): {tag}", stacklevel=2)
     assert not [t for t in tags if t.startswith("E:")], "\n".join(tags)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_lintian_reports_no_errors(dist: DistResult) -> None:
+    _ensure_apt("lintian")
+    _check_lintian(run(["lintian", "--pedantic", dist.deb], check=False), "Debian 12")
 
 
 # ---------------------------------------------------------------- the .deb on this machine
@@ -175,19 +228,13 @@ def test_lintian_reports_no_errors(dist: DistResult) -> None:
 
 @pytest.fixture(scope="module")
 def headers_61() -> list[str]:
-    """Releases of the 6.1 kernels whose headers are installed (installs linux-headers-amd64)."""
+    """Releases of the 6.1 kernels whose headers are installed (installs linux-headers-amd64 of
+    this machine's suite: the host test is about the host's line, see HOST_LINE)."""
     _ensure_apt("linux-headers-amd64")
     releases = sorted(p.parent.name for p in Path("/lib/modules").glob("6.1.*/build")
                       if (p / "include").is_dir())
     assert releases, "linux-headers-amd64 is installed but no /lib/modules/6.1.*/build"
     return releases
-
-
-def _leftovers() -> list[str]:
-    found = [str(p) for p in (Path(f"/usr/src/pvnet-{VERSION}"), Path("/var/lib/dkms/pvnet"),
-                              Path("/etc/modprobe.d/pvnet.conf")) if p.exists()]
-    found += [str(p) for p in Path("/lib/modules").glob("*/updates/dkms/pvnet.ko*")]
-    return found
 
 
 def _purge() -> None:
@@ -197,7 +244,7 @@ def _purge() -> None:
 def test_deb_installs_builds_and_purges(dist: DistResult, headers_61: list[str]) -> None:
     if _installed(PACKAGE) or run(["dpkg-query", "-W", PACKAGE], check=False).returncode == 0:
         _purge()  # a previous run that was killed
-    keys_before = {k: k.exists() for k in DKMS_KEYS}
+    keys_before = {Path(k): Path(k).exists() for k in DKMS_KEYS}
     try:
         run(["apt-get", "install", "-y", "-q", str(dist.deb)], env=APT_ENV, timeout=1800)
         assert _installed(PACKAGE)
@@ -221,7 +268,123 @@ def test_deb_installs_builds_and_purges(dist: DistResult, headers_61: list[str])
                     k.unlink(missing_ok=True)
     assert not _installed(PACKAGE)
     assert run(["dkms", "status", "-m", "pvnet"]).stdout.strip() == ""
-    assert _leftovers() == []
+    assert deb_leftovers(Path("/"), VERSION) == []
+
+
+# ---------------------------------------------------------------- the .deb on Debian 13
+
+
+@dataclass
+class Debian13:
+    root: DebianRoot
+    trees: dict[str, KernelTree]  # line -> tree, every line built in this root
+
+
+@pytest.fixture(scope="module")
+def debian13() -> Debian13:
+    """The harness's Debian 13 root with the headers of every line built in it installed at
+    the exact versions of the lines' cached images (what build.builder_for installs too)."""
+    if not DEBIAN13_LINES:
+        pytest.skip(f"no kernel line is built in the {DEBIAN13} root (kernels.LINES build_root)")
+    if not chroot_available():
+        pytest.skip("the Debian 13 root needs root and chroot(8)")
+    trees = {line: _kernel(line) for line in DEBIAN13_LINES}
+    root = DebianRoot(cache_dir(), DEBIAN13).ensure()
+    root.ensure_packages({t.headers_package: t.version for t in trees.values()},
+                         ", ".join(f"{t.headers_package} {t.version}" for t in trees.values()))
+    return Debian13(root, trees)
+
+
+def _tree_files(top: Path) -> set[Path]:
+    """Every path below top, symbolic links (such as build/) not followed."""
+    found: set[Path] = set()
+    for dirpath, dirs, files in os.walk(top):
+        found.update(Path(dirpath, n) for n in (*dirs, *files))
+    return found
+
+
+def _module_dirs_diff(root: DebianRoot, before: set[Path]) -> tuple[set[Path], set[Path]]:
+    """(made, gone): paths added to and removed from the root's /lib/modules/<release> folders
+    that existed in `before` (a kernel another harness process installs meanwhile is its own)."""
+    modules = root.host_path("/lib/modules")
+    releases = {p for p in before if p.parent == modules}
+    now = {p for p in _tree_files(modules) if any(r == p or r in p.parents for r in releases)}
+    return now - before, before - now
+
+
+def test_lintian_debian13_reports_no_errors(dist: DistResult, debian13: Debian13) -> None:
+    """Debian 13's lintian (installed in the root) on the .deb; same policy as Debian 12's."""
+    root = debian13.root
+    root.ensure_packages({"lintian": None}, "lintian")
+    with root.copied_in([dist.deb]) as (deb,):
+        proc = root.run(["lintian", "--pedantic", deb], check=False, timeout=900)
+    version = root.installed_version("lintian")
+    _check_lintian(proc, f"Debian 13, lintian {version}")
+
+
+def test_deb_installs_builds_and_purges_debian13(
+    dist: DistResult, debian13: Debian13, plain_build: Callable[[str], PlainBuild],
+) -> None:
+    """`apt install ./pvnet-dkms_VER_all.deb` in the Debian 13 root: its postinst builds and
+    installs pvnet with trixie's dkms for every line's headers there, `apt-get purge` leaves
+    nothing, and the root is left as it was (purged even when an assertion fails)."""
+    root = debian13.root
+    if root.dpkg_status(PACKAGE) is not None:
+        root.purge([PACKAGE], f"{PACKAGE} left by a killed run")
+    keys_before = {k: root.host_path(k).exists() for k in DKMS_KEYS}
+    modules_before = _tree_files(root.host_path("/lib/modules"))
+    not_built: dict[str, str] = {}
+    try:
+        apt = root.install_local([dist.deb], dist.deb.name)
+        assert root.installed_version(PACKAGE) == VERSION
+        status = root.run(["dkms", "status", "-m", "pvnet", "-v", VERSION]).stdout
+        installed = dkms_installed_kernels(status, VERSION)
+        for line, tree in debian13.trees.items():
+            rel = tree.release
+            if rel not in installed:
+                log = root.host_path(f"/var/lib/dkms/pvnet/{VERSION}/build/make.log")
+                tail = log.read_text()[-2000:] if log.is_file() else "(no make.log)"
+                not_built[line] = (f"dkms status:\n{status}\napt output:\n"
+                                   f"{apt.stdout[-3000:]}{apt.stderr[-2000:]}\nmake.log:\n{tail}")
+                continue
+            # trixie's dkms 3.2 installs into /updates/dkms on Debian, dkms.conf's location too
+            mods = sorted(root.host_path(f"/lib/modules/{rel}/updates/dkms").glob("pvnet.ko*"))
+            assert len(mods) == 1, (f"{status}\npvnet modules of {rel}: " + " ".join(
+                sorted(root.inside(p) for p in root.host_path(f"/lib/modules/{rel}").rglob("pvnet.ko*"))))
+            mod = root.inside(mods[0])
+            info = {f: root.run(["modinfo", "-F", f, mod]).stdout.strip()
+                    for f in ("version", "vermagic")}
+            assert info["version"] == VERSION, (mod, info)
+            assert info["vermagic"].split()[0] == rel, (mod, info)
+        assert root.host_path("/etc/modprobe.d/pvnet.conf").read_text() == render_modprobe_conf(VERSION)
+        assert root.host_path(f"/usr/src/pvnet-{VERSION}/dkms.conf").is_file()
+    finally:
+        try:
+            root.purge([PACKAGE], PACKAGE)
+        finally:
+            for k, existed in keys_before.items():  # a MOK key pair dkms may make to sign
+                if not existed:
+                    root.host_path(k).unlink(missing_ok=True)
+    assert root.dpkg_status(PACKAGE) is None, root.dpkg_status(PACKAGE)  # no dpkg entry left
+    assert root.run(["dkms", "status", "-m", "pvnet"]).stdout.strip() == ""
+    assert deb_leftovers(root.path, VERSION) == []
+    # nothing else either in the kernels' module folders: no emptied updates/dkms, no depmod
+    # indexes made for a headers-only kernel (measured: dkms 3.2's remove leaves none)
+    made, gone = _module_dirs_diff(root, modules_before)
+    assert (sorted(map(root.inside, made)), sorted(map(str, gone))) == ([], [])
+    # A line the postinst did not build for: a skip when pvnet does not build there at all
+    # (the harness's plain build fails too, as for the tarball), else a packaging failure.
+    failures = []
+    for line, why in not_built.items():
+        pb = plain_build(line)
+        if pb.result is not None:
+            failures.append(f"{line} ({debian13.trees[line].release}): the plain harness build "
+                            f"passes, the .deb's dkms autoinstall did not install:\n{why}")
+    assert not failures, "\n\n".join(failures)
+    if not_built:
+        pytest.skip("; ".join(f"pvnet does not build on {line} "
+                              f"({debian13.trees[line].release}) with the plain harness DKMS "
+                              f"build yet: {plain_build(line).error}" for line in not_built))
 
 
 # ---------------------------------------------------------------- modprobe.d recipes
@@ -265,8 +428,8 @@ def _udev_load_order(root: Path, release: str, conf_text: str, tmp: Path) -> lis
 
 
 def test_modprobe_conf_recipes(tmp_path: Path, plain_build: Callable[[str], PlainBuild]) -> None:
-    pb = plain_build("6.1")
-    built = _built_or_skip(pb, "6.1")
+    pb = plain_build(HOST_LINE)  # this machine's libkmod resolves the recipes: see HOST_LINE
+    built = _built_or_skip(pb, HOST_LINE)
     rel = pb.tree.release
     with_pvnet, without = tmp_path / "with", tmp_path / "without"
     _module_root(pb.tree, built.module, with_pvnet)

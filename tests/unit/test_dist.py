@@ -17,6 +17,8 @@ from pvnet_harness.dist import (
     SIG_MAGIC,
     build_deb,
     changelog_date,
+    deb_leftovers,
+    dkms_installed_kernels,
     maintainer_from_env,
     module_sig_hash,
     render_control,
@@ -303,3 +305,37 @@ def test_strip_module_signature() -> None:
     info = bytes([0, 0, 2, 0, 0, 0, 0, 0]) + struct.pack(">I", len(sig))
     assert strip_module_signature(elf + sig + info + SIG_MAGIC) == elf
     assert strip_module_signature(elf) == elf
+
+
+def test_dkms_installed_kernels() -> None:
+    status = (
+        # dkms 3.0.10 (Debian 12)
+        f"pvnet/{VERSION}, 6.1.0-57-amd64, x86_64: installed\n"
+        # dkms 3.2 (Debian 13), with a note after the state
+        f"pvnet/{VERSION}, 7.3.4+deb13-amd64, x86_64: installed (Original modules exist)\n"
+        f"pvnet/{VERSION}, 6.12.118+deb13-amd64, x86_64: built\n"
+        f"pvnet/{VERSION}: added\n"
+        f"pvnet/9.9.9, 5.10.0-46-amd64, x86_64: installed\n"
+        f"other/{VERSION}, 6.1.0-1-amd64, x86_64: installed\n"
+    )
+    assert dkms_installed_kernels(status, VERSION) == {"6.1.0-57-amd64", "7.3.4+deb13-amd64"}
+    assert dkms_installed_kernels("", VERSION) == set()
+
+
+def test_deb_leftovers(tmp_path: Path) -> None:
+    base = tmp_path / "sys"
+    rel = base / "lib/modules/7.3.4+deb13-amd64"
+    (rel / "updates/dkms").mkdir(parents=True)
+    (base / "usr/src/linux-headers-x").mkdir(parents=True)
+    (base / "usr/src/linux-headers-x/pvnet.ko").write_bytes(b"")  # behind build/: not followed
+    (rel / "build").symlink_to(base / "usr/src/linux-headers-x")
+    (rel / "modules.dep").write_text("")
+    assert deb_leftovers(base, VERSION) == []
+    (rel / "updates/dkms/pvnet.ko.xz").write_bytes(b"")
+    (base / "var/lib/dkms/pvnet").mkdir(parents=True)
+    (base / f"usr/src/pvnet-{VERSION}").mkdir(parents=True)
+    (base / MODPROBE_CONF).parent.mkdir(parents=True)
+    (base / MODPROBE_CONF).write_text("")
+    assert deb_leftovers(base, VERSION) == sorted(str(p) for p in (
+        rel / "updates/dkms/pvnet.ko.xz", base / "var/lib/dkms/pvnet",
+        base / f"usr/src/pvnet-{VERSION}", base / MODPROBE_CONF))
