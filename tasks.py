@@ -51,6 +51,7 @@ def build(c: Context, kernel: str = "6.1", w1: bool = True, sparse: bool = False
     except (CommandError, LookupError, RuntimeError) as err:
         _fail(err)
     print(res.module)
+    print(f"probes passed: {' '.join(sorted(res.probes))}")
 
 
 @task(help={"kernel": "kernel line"})
@@ -128,24 +129,33 @@ def test_qemu(c: Context, kernel: str = "6.1", accel: str = "auto", k: str = "",
 
 def _run_matrix(c: Context, lines: list[str], runs: list[tuple[str, str]]) -> None:
     """Run one pytest session per (line, extra args), then print the line x test matrix."""
+    from pvnet_harness.capabilities import read_record, record_path, report
     from pvnet_harness.matrix import all_passed, build_matrix, render_matrix
 
     out = ROOT / "out"
     out.mkdir(exist_ok=True)
     reports: dict[str, Path | None] = {}
+    probes: dict[str, frozenset[str]] = {}
     failed = False
     for line, cmd in zip(lines, (r[1] for r in runs), strict=True):
         junit = out / f"e2e-{line}.xml"
         junit.unlink(missing_ok=True)
+        record_path(out, line).unlink(missing_ok=True)
         progress(f"test suite on kernel line {line}")
         res = c.run(f"{cmd} --junitxml={junit}", pty=False, warn=True)
         failed |= res is None or res.exited != 0
         reports[line] = junit if junit.exists() else None
+        if record_path(out, line).exists():
+            probes[line] = read_record(record_path(out, line))
     tests, table = build_matrix(reports)
     text = render_matrix(tests, table)
+    probe_table, lost = report(probes, lines)
+    text += "\n\nprobes that compiled per line (driver/compat):\n" + probe_table
+    if lost:
+        text += "\n\nprobes lost on a newer line without a named reason:\n" + "\n".join(lost)
     (out / "e2e-matrix.txt").write_text(text + "\n")
     print("\n" + text)
-    if failed or not all_passed(table):
+    if failed or lost or not all_passed(table):
         raise SystemExit(1)
 
 

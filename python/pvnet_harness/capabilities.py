@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import REPO_ROOT
+from .kernels import KernelTree
 
 MODINFO_KEY = b"pvnet_probes="
 TAG_RE = re.compile(r"^\s*\*\s*(Superseded-by|Removed-upstream):\s*(.+?)\s*$", re.M)
@@ -109,3 +110,27 @@ def render_table(by_line: Mapping[str, frozenset[str]], order: Sequence[str],
                 "  removed upstream" if info.removed_upstream else "")
         rows.append(f"{name:{width}}  {cells}{note}")
     return "\n".join(rows)
+
+
+def record_path(out: Path, line: str) -> Path:
+    return out / f"probes-{line}.txt"
+
+
+def record(out: Path, tree: KernelTree, probes: frozenset[str]) -> Path:
+    """Write a line's probe set (one name a line, after a '# <line> <release>' header)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = record_path(out, tree.line)
+    path.write_text(f"# {tree.line} {tree.release}\n" + "".join(f"{p}\n" for p in sorted(probes)))
+    return path
+
+
+def read_record(path: Path) -> frozenset[str]:
+    return frozenset(ln.strip() for ln in path.read_text().splitlines()
+                     if ln.strip() and not ln.startswith("#"))
+
+
+def report(by_line: Mapping[str, frozenset[str]], order: Sequence[str]) -> tuple[str, list[str]]:
+    """The probe x line table and the lost-probe problems of a set of lines' builds."""
+    infos = probe_infos()
+    return render_table(by_line, order, infos), lost_probes(by_line, order, infos)
+

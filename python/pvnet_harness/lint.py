@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import REPO_ROOT
 from .build import kbuild
-from .capabilities import lost_probes, probe_infos, render_table
+from .capabilities import report
 from .kernels import LINES, KernelCache
 from .util import CommandError, cache_dir, progress, run
 
@@ -78,12 +78,6 @@ def probe_check(builds: dict[str, LintResult]) -> LintResult:
     named in its file (capabilities.lost_probes); the probe x line table as notes."""
     by_line = {ln: r.probes for ln, r in builds.items() if r.probes}
     order = [ln for ln in LINES if ln in by_line]
-    infos = probe_infos(root_compat_dir())
-    problems = lost_probes(by_line, order, infos)
-    table = render_table(by_line, order, infos).splitlines() if len(order) > 1 else []
+    table, problems = report(by_line, order)
     return LintResult(f"no probe lost on a newer line ({', '.join(order)})", not problems,
-                      problems, table)
-
-
-def root_compat_dir(root: Path = REPO_ROOT) -> Path:
-    return root / "driver" / "compat"
+                      problems, table.splitlines() if len(order) > 1 else [])

@@ -19,7 +19,9 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
+from pvnet_harness import REPO_ROOT
 from pvnet_harness.build import BuildResult, dkms_build
+from pvnet_harness.capabilities import record
 from pvnet_harness.guest import Profile, choose_accel, load_profile
 from pvnet_harness.kernels import LINES, KernelCache, KernelTree, in_shard
 from pvnet_harness.testbed import TestBed
@@ -57,7 +59,11 @@ def kernel_tree(pytestconfig: pytest.Config) -> KernelTree:
 
 @pytest.fixture(scope="session")
 def pvnet_build(kernel_tree: KernelTree) -> BuildResult:
-    return dkms_build(kernel_tree)
+    """The DKMS build of the line under test; its probe set is recorded in out/probes-<line>.txt
+    for the matrix report (invoke test-qemu/check compare the lines)."""
+    res = dkms_build(kernel_tree)
+    record(REPO_ROOT / "out", kernel_tree, res.probes)
+    return res
 
 
 @pytest.fixture(scope="session")
