@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT / "python"))
 
 from pvnet_harness import read_version  # noqa: E402
 from pvnet_harness.build import dkms_build, kbuild, render_dkms_conf  # noqa: E402
-from pvnet_harness.kernels import KernelCache, parse_lines_arg  # noqa: E402
+from pvnet_harness.kernels import LINES, KernelCache, parse_lines_arg  # noqa: E402
 from pvnet_harness.util import CommandError, cache_dir, progress, setup_logging  # noqa: E402
 
 PY = sys.executable
@@ -149,7 +149,8 @@ def _run_matrix(c: Context, lines: list[str], runs: list[tuple[str, str]]) -> No
             probes[line] = read_record(record_path(out, line))
     tests, table = build_matrix(reports)
     text = render_matrix(tests, table)
-    probe_table, lost = report(probes, lines)
+    probe_table, lost = report(probes, [ln for ln in LINES if ln in probes],  # oldest first
+                               newest=list(LINES)[-1])
     text += "\n\nprobes that compiled per line (driver/compat):\n" + probe_table
     if lost:
         text += "\n\nprobes lost on a newer line without a named reason:\n" + "\n".join(lost)

@@ -593,7 +593,7 @@ struct ethtool_rxfh_fields {
  * attached and detached under traffic.  The fix is in
  * kernel/bpf/dispatcher.c only, so no probe can see it.  Of the kernels
  * pvnet supports, the one without the fix (5.10) is also the one without
- * multi-buffer XDP (5.18), and those with multi-buffer XDP (6.1, 6.12)
+ * multi-buffer XDP (5.18), and those with multi-buffer XDP (6.1 on)
  * have the fix: without frags the program is called directly, an
  * indirect call instead of the dispatcher's direct one.
  */

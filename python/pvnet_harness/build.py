@@ -137,15 +137,21 @@ class Builder:
         key = hashlib.sha1(str(wanted.resolve()).encode()).hexdigest()[:10]
         return self.root.host_path(f"/var/tmp/pvnet-build/{key}-{wanted.name}")
 
+    def remove_work(self, wanted: Path) -> None:
+        """Remove the in-root folder work_dir(wanted) stands for (a host folder is the
+        caller's own to remove)."""
+        if self.root is not None:
+            shutil.rmtree(self.work_dir(wanted), ignore_errors=True)
+
     def env(self, work: Path) -> dict[str, str]:
         """Compiler PATH for host-built headers (the root has the compiler its headers name)."""
         return {} if self.root else compiler_env(self.tree, work / "shims")
 
-    def run(self, argv: list[str], env: dict[str, str],
-            timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    def run(self, argv: list[str], env: dict[str, str], timeout: float = 1800,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
         if self.root:
-            return self.root.run(argv, env=env, timeout=timeout)
-        return run(argv, env=env, timeout=timeout)
+            return self.root.run(argv, env=env, timeout=timeout, check=check)
+        return run(argv, env=env, timeout=timeout, check=check)
 
 
 def builder_for(tree: KernelTree) -> Builder:

@@ -28,19 +28,18 @@ TAG_RE = re.compile(r"^\s*\*\s*(Superseded-by|Removed-upstream):\s*(.+?)\s*$", r
 
 
 def probes_from_modinfo(data: bytes) -> frozenset[str]:
-    """The probe names in a module image's pvnet_probes= modinfo string."""
+    """The probe names in a module image's pvnet_probes= modinfo string; a module without the
+    string (built from a source older than the probe record) is an error, not 'no probes'."""
     at = data.find(MODINFO_KEY)
     if at < 0:
-        return frozenset()
+        raise ValueError("the module has no pvnet_probes modinfo: not built from this source")
     end = data.find(b"\0", at)
     value = data[at + len(MODINFO_KEY):end if end >= 0 else None].decode()
     return frozenset(value.split())
 
 
 def module_probes(module: Path) -> frozenset[str]:
-    """The probes that compiled for a built pvnet.ko (.ko.xz/.zst too); empty if none built."""
-    if not module.exists():
-        return frozenset()
+    """The probes that compiled for a built pvnet.ko (.ko.xz/.zst too)."""
     from .image import decompress_module
 
     return probes_from_modinfo(decompress_module(module))
@@ -129,8 +128,26 @@ def read_record(path: Path) -> frozenset[str]:
                      if ln.strip() and not ln.startswith("#"))
 
 
-def report(by_line: Mapping[str, frozenset[str]], order: Sequence[str]) -> tuple[str, list[str]]:
-    """The probe x line table and the lost-probe problems of a set of lines' builds."""
+def never_passing(by_line: Mapping[str, frozenset[str]], infos: Mapping[str, ProbeInfo],
+                  newest: str) -> list[str]:
+    """Probes that compile on none of the lines built, the newest line among them: such a
+    probe (a typo, a wrong signature) would select its fallback everywhere without a word.
+    Removed-upstream probes, and superseded ones whose successor passes, are excused."""
+    if newest not in by_line:
+        return []
+    passed = set().union(*by_line.values())
+    return [f"{name}: compiles on none of {', '.join(by_line)} (driver/compat/{name}.c): "
+            "a probe that never compiles turns its feature off everywhere"
+            for name, info in sorted(infos.items())
+            if name not in passed and not info.removed_upstream
+            and not (info.superseded_by and info.superseded_by in by_line[newest])]
+
+
+def report(by_line: Mapping[str, frozenset[str]], order: Sequence[str],
+           newest: str = "") -> tuple[str, list[str]]:
+    """The probe x line table and the problems (lost or never-compiling probes) of a set of
+    lines' builds; `newest`: the newest supported line (never_passing runs when it is built)."""
     infos = probe_infos()
-    return render_table(by_line, order, infos), lost_probes(by_line, order, infos)
+    problems = lost_probes(by_line, order, infos) + never_passing(by_line, infos, newest)
+    return render_table(by_line, order, infos), problems
 

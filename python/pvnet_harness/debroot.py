@@ -55,6 +55,28 @@ ROOTS: dict[str, RootSpec] = {
 }
 
 
+# A private mount namespace whose child dies with unshare (a timeout kills unshare), so nothing
+# mounted inside outlives the command.
+PRIVATE_NS = ("unshare", "--mount", "--propagation", "private", "--fork", "--kill-child")
+
+
+def mounts_below(path: Path, mountinfo: str | None = None) -> list[str]:
+    """Mount points at or below path in this process's mount namespace."""
+    text = Path("/proc/self/mountinfo").read_text() if mountinfo is None else mountinfo
+    base = str(path.resolve()) if mountinfo is None else str(path)
+    points = [ln.split()[4] for ln in text.splitlines() if len(ln.split()) > 4]
+    return [m for m in points if m == base or m.startswith(base + "/")]
+
+
+def _remove_unmounted(path: Path) -> None:
+    """rmtree, refusing while anything is mounted below (it would delete through the mount)."""
+    busy = mounts_below(path)
+    if busy:
+        raise RuntimeError(f"cannot remove {path}: still mounted there: {', '.join(busy)} "
+                           "(umount them, then run again)")
+    shutil.rmtree(path)
+
+
 class DebianRoot:
     """One bootstrapped root under <cache>/roots/<suite>; `ensure()` makes or refreshes it."""
 
@@ -90,9 +112,9 @@ class DebianRoot:
         base.update(env or {})
         assigns = [f"{k}={v}" for k, v in base.items()]
         script = 'cd "$1" && shift && exec "$@"'
-        return run(["unshare", "--mount", "--pid", "--fork", f"--mount-proc={self.path}/proc",
-                    "chroot", str(self.path), "/usr/bin/env", "-i", *assigns, "/bin/sh", "-c",
-                    script, "sh", cwd, *argv], timeout=timeout, check=check, env={})
+        return run([*PRIVATE_NS, "--pid", f"--mount-proc={self.path}/proc", "chroot",
+                    str(self.path), "/usr/bin/env", "-i", *assigns, "/bin/sh", "-c", script,
+                    "sh", cwd, *argv], timeout=timeout, check=check, env={})
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -108,28 +130,30 @@ class DebianRoot:
     # ------------------------------------------------------------------ making it
 
     def ensure(self) -> DebianRoot:
-        """Bootstrap the root if it is missing or half made; refresh its apt lists daily."""
+        """Bootstrap the root if it is missing or half made (no network use otherwise: the
+        apt lists are refreshed only when something is installed)."""
         with self.locked():
             if not self.ready:
                 self._bootstrap()
             self._write_sources()
-            self._update()
         return self
 
     def _bootstrap(self) -> None:
         if shutil.which("debootstrap") is None:
             raise RuntimeError("debootstrap is not installed (apt-get install debootstrap)")
-        if self.path.exists():
-            progress(f"removing a half-made Debian root at {self.path}")
-            shutil.rmtree(self.path)
+        tmp = self.path.with_name(self.path.name + ".partial")
+        for old in (self.path, tmp):
+            if old.exists():
+                progress(f"removing a half-made Debian root at {old}")
+                _remove_unmounted(old)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         progress(f"debootstrap {self.spec.suite} into {self.path} (about a minute, once)")
         start = time.monotonic()
-        tmp = self.path.with_name(self.path.name + ".partial")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-             self.spec.suite, str(tmp), DEBIAN], timeout=1800)
+        # debootstrap mounts proc/sys (and may bind /dev) inside the target and unmounts them
+        # from an exit trap, which a kill skips: in a private mount namespace they die with it.
+        run([*PRIVATE_NS, "debootstrap", "--variant=minbase",
+             f"--include={','.join(BASE_PACKAGES)}", self.spec.suite, str(tmp), DEBIAN],
+            timeout=1800)
         tmp.rename(self.path)
         (self.path / ".pvnet-ready").write_text(f"{time.time():.0f}\n")
         progress(f"Debian root {self.spec.suite} ready in {time.monotonic() - start:.0f} s")
@@ -161,6 +185,7 @@ class DebianRoot:
         """apt-get install `name` or `name=version` specs in the root (no recommends)."""
         with self.locked():
             progress(f"installing {what} in the {self.spec.suite} root")
+            self._update()
             try:
                 self._apt_install(specs)
             except CommandError:
@@ -212,6 +237,7 @@ class DebianRoot:
         run there. Returns apt's output (a postinst's warnings are in it)."""
         with self.locked(), self.copied_in(debs) as paths:
             progress(f"apt-get install {what} in the {self.spec.suite} root")
+            self._update()
             return self.run(["apt-get", "-q", "-y", "--no-install-recommends", "install", *paths],
                             env={"INITRD": "No"}, timeout=1800)
 

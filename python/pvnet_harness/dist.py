@@ -272,7 +272,8 @@ def build_deb(src_root: Path, out_dir: Path, work: Path, maintainer: str | None 
 
 
 def sign_module(module: Path, tree: KernelTree, key: Path, cert: Path, dest: Path) -> Path:
-    """Sign a copy of module with the kernel's own scripts/sign-file and the config's hash.
+    """Sign a copy of module with the kernel's own scripts/sign-file and the config's hash
+    (run in the line's Debian root where it has one: that sign-file links trixie's libcrypto).
 
     A signature already present (dkms signs with /var/lib/dkms/mok.key when it finds a
     sign-file at the system paths) is removed first, so the result carries exactly one.
@@ -280,13 +281,20 @@ def sign_module(module: Path, tree: KernelTree, key: Path, cert: Path, dest: Pat
     for f in (key, cert):
         if not f.is_file():
             raise FileNotFoundError(f"signing: {f} does not exist")
-    sign_file = tree.headers_dir / "scripts" / "sign-file"
-    if not sign_file.is_file():
-        raise FileNotFoundError(f"no sign-file in the headers: {sign_file}")
+    builder = builder_for(tree)
+    sign_file = Path(builder.headers()) / "scripts" / "sign-file"
+    host_sign_file = builder.root.host_path(sign_file) if builder.root else sign_file
+    if not host_sign_file.is_file():
+        raise FileNotFoundError(f"no sign-file in the headers: {host_sign_file}")
     algo = module_sig_hash(tree.config.read_text())
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(strip_module_signature(decompress_module(module)))
-    run([sign_file, algo, key, cert, dest])
+    if builder.root is None:
+        run([sign_file, algo, key, cert, dest])
+    else:
+        with builder.root.copied_in([key, cert, dest]) as (k, c, m):
+            builder.run([str(sign_file), algo, k, c, m], env={})
+            shutil.copyfile(builder.root.host_path(m), dest)
     signer = run(["modinfo", "-F", "signer", dest]).stdout.strip()
     if not signer:
         raise RuntimeError(f"{sign_file} ran but {dest} carries no signature")
@@ -342,7 +350,10 @@ def build_dist(
         if tree is None:
             tree = KernelCache(cache_dir()).fetch(kernel_line)
         progress(f"dkms build of the tarball for {tree.release}, to sign")
-        module = dkms_build_from_tarball(tarball, tree, work / "sign-build")
-        signed = sign_module(module, tree, sign_key, sign_cert,
-                             out_dir / signed_module_name(version, tree.release))
+        try:
+            module = dkms_build_from_tarball(tarball, tree, work / "sign-build")
+            signed = sign_module(module, tree, sign_key, sign_cert,
+                                 out_dir / signed_module_name(version, tree.release))
+        finally:
+            builder_for(tree).remove_work(work / "sign-build")
         return DistResult(version, tarball, deb, signed, tree.release)

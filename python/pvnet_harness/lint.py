@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import REPO_ROOT
-from .build import kbuild
+from .build import Builder, build_dir_for, builder_for, kbuild
 from .capabilities import report
 from .kernels import LINES, KernelCache
 from .util import CommandError, cache_dir, progress, run
@@ -49,13 +49,24 @@ def compiler_warnings(text: str) -> list[str]:
             if WARNING_RE.search(ln) and not ln.startswith("make")]
 
 
+TYPEOF_UNQUAL_C = "static inline int u(const int *q) { __typeof_unqual__(*q) v = *q; return v; }\n"
+
+
 def sparse_refusal(text: str) -> str | None:
-    """Why the kernel's Makefile did not run sparse, if it said so."""
+    """The kernel Makefile's message when it dropped C=2, if it did."""
     m = SPARSE_REFUSED_RE.search(text)
-    if not m:
-        return None
-    return (f"sparse not run: the kernel's checker-valid.sh rejects {m.group(1)} "
-            "(the headers use __typeof_unqual__, which this sparse cannot parse)")
+    return m.group(0) if m else None
+
+
+def sparse_lacks_typeof_unqual(builder: Builder, work: Path) -> bool:
+    """Whether the builder's sparse runs and fails on __typeof_unqual__ (the one refusal the
+    lint accepts: a sparse that is missing or broken otherwise is a finding)."""
+    snippet = work / "typeof_unqual.c"
+    snippet.parent.mkdir(parents=True, exist_ok=True)
+    snippet.write_text(TYPEOF_UNQUAL_C)
+    proc = builder.run(["sh", "-c", 'command -v sparse >/dev/null || exit 127; sparse "$1" 2>&1',
+                        "sh", builder.path(snippet)], env={}, check=False)
+    return proc.returncode != 127 and "error" in proc.stdout
 
 
 def warning_build(line: str, root: Path = REPO_ROOT) -> LintResult:
@@ -69,8 +80,16 @@ def warning_build(line: str, root: Path = REPO_ROOT) -> LintResult:
         return LintResult(name, False, compiler_warnings(err.stdout + err.stderr) or [str(err)])
     refused = sparse_refusal(res.log_text)
     findings = compiler_warnings(res.log_text)
-    return LintResult(name if refused is None else f"W=1 on {line}", not findings, findings,
-                      [refused] if refused else [], res.probes)
+    notes = []
+    if refused:
+        builder = builder_for(tree)
+        if not sparse_lacks_typeof_unqual(builder, builder.work_dir(build_dir_for(tree, root))):
+            return LintResult(name, False, [f"{refused}, and not for __typeof_unqual__: "
+                                            "sparse is missing or broken", *findings])
+        name = f"W=1 on {line}"
+        notes = [f"sparse not run: {refused} (this sparse cannot parse __typeof_unqual__, "
+                 "which these headers use)"]
+    return LintResult(name, not findings, findings, notes, res.probes)
 
 
 def probe_check(builds: dict[str, LintResult]) -> LintResult:
@@ -78,6 +97,6 @@ def probe_check(builds: dict[str, LintResult]) -> LintResult:
     named in its file (capabilities.lost_probes); the probe x line table as notes."""
     by_line = {ln: r.probes for ln, r in builds.items() if r.probes}
     order = [ln for ln in LINES if ln in by_line]
-    table, problems = report(by_line, order)
+    table, problems = report(by_line, order, newest=list(LINES)[-1])
     return LintResult(f"no probe lost on a newer line ({', '.join(order)})", not problems,
                       problems, table.splitlines() if len(order) > 1 else [])

@@ -5,10 +5,12 @@ from __future__ import annotations
 import lzma
 from pathlib import Path
 
+import pytest
 from pvnet_harness.capabilities import (
     ProbeInfo,
     lost_probes,
     module_probes,
+    never_passing,
     probe_infos,
     probes_from_header,
     probes_from_modinfo,
@@ -30,15 +32,21 @@ def test_modinfo_string_gives_the_probe_names() -> None:
     assert probes_from_modinfo(data) == {"bpf_prog_run", "xdp_features"}
 
 
-def test_no_modinfo_string_means_no_probes() -> None:
-    assert probes_from_modinfo(b"\0license=GPL\0") == frozenset()
+def test_a_module_without_the_probe_record_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no pvnet_probes"):
+        probes_from_modinfo(b"\0license=GPL\0")
+
+
+def test_an_empty_probe_record_means_no_probes() -> None:
+    assert probes_from_modinfo(b"\0pvnet_probes=\0") == frozenset()
 
 
 def test_compressed_module_is_read(tmp_path: Path) -> None:
     ko = tmp_path / "pvnet.ko.xz"
     ko.write_bytes(lzma.compress(b"\x7fELF\0pvnet_probes=netdev_stat_ops\0"))
     assert module_probes(ko) == {"netdev_stat_ops"}
-    assert module_probes(tmp_path / "missing.ko") == frozenset()
+    with pytest.raises(FileNotFoundError):
+        module_probes(tmp_path / "missing.ko")
 
 
 def test_header_and_modinfo_agree() -> None:
@@ -72,6 +80,15 @@ def test_superseded_needs_the_successor_to_pass() -> None:
     assert lost_probes(ok, ORDER, infos) == []
     (problem,) = lost_probes(bad, ORDER, infos)
     assert "successor virtqueue_resize_done fails too" in problem
+
+
+def test_a_probe_that_compiles_nowhere_is_reported() -> None:
+    infos = {"typo": ProbeInfo("typo"), "gone": ProbeInfo("gone", removed_upstream="6.7"),
+             "old": ProbeInfo("old", superseded_by="new"), "new": ProbeInfo("new")}
+    by_line = {"6.12": frozenset({"new"}), "7": frozenset({"new"})}
+    (problem,) = never_passing(by_line, infos, "7")
+    assert problem.startswith("typo: compiles on none of 6.12, 7")
+    assert never_passing({"6.12": frozenset()}, infos, "7") == []  # newest line not built
 
 
 def test_a_probe_gained_on_a_newer_line_is_fine() -> None:

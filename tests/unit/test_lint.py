@@ -16,3 +16,13 @@ def test_compiler_warnings_picks_gcc_and_sparse_lines() -> None:
     found = compiler_warnings(LOG)
     assert len(found) == 3
     assert all("/w/driver/" in f for f in found)
+
+
+def test_the_kernels_sparse_refusal_is_recognised() -> None:
+    from pvnet_harness.lint import sparse_refusal
+
+    log = ("/usr/src/linux-headers-7.3.4+deb13-common/Makefile:1311: C=2 specified, but "
+           "sparse is not available or not up to date\n  CC [M]  /w/driver/pvnet_main.o\n")
+    assert sparse_refusal(log) == ("C=2 specified, but sparse is not available or not up "
+                                   "to date")
+    assert sparse_refusal(LOG) is None
