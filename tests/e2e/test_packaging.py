@@ -5,8 +5,9 @@ module, and the modprobe.d recipes resolved by libkmod.
 The host .deb test installs Debian's linux-headers-amd64 (system bookworm suite, no apt source
 is added) when it is missing, installs pvnet-dkms with apt-get and always purges it again. The
 Debian 13 test does the same in the harness's trixie root (debroot.py), with the headers of
-every line built there (6.12 and 7.x), and leaves the root as it found it: the harness builds
-in it afterwards.
+every line built there (6.12 and 7.x), and leaves no trace of pvnet in the root: the harness
+builds in it afterwards. lintian (and with it openssl) stays installed there once the lintian
+test has added it; a dkms signing key pair that appears then is removed.
 """
 
 from __future__ import annotations
