@@ -562,8 +562,9 @@ def test_mtu_above_a_page_needs_a_frags_program(bed_xdp: TestBed, progs: BpfProg
         # attach must pass all the same (checked below)
         start_both_ways(bed, tmp_path, 4 * MIB, tag="prefill")()
         res = x.attach(dev, "xdp_pass_adjust_frags", sec="xdp.frags", check=False)
-        if DRIVER != "pvnet" and res.rc != 0:
-            # no probe describes the in-tree driver: the kernel's refusal is the answer
+        if DRIVER != "pvnet" and res.rc != 0 and re.search(r"mtu|frag", res.out, re.I):
+            # no probe describes the in-tree driver: its refusal for the MTU is the answer (any
+            # other failure falls through to the assertion)
             pytest.skip(f"the in-tree driver of this kernel has no multi-buffer XDP: {res.out}")
         assert res.rc == 0, res.out
         before = bed.ethtool_stats()
