@@ -235,10 +235,10 @@ def stage_deb_tree(src_root: Path, root: Path, maintainer: str, epoch: int) -> s
     stage_module_source(src_root, root / "usr/src" / f"{MODULE}-{version}")
     doc = root / "usr/share/doc" / PACKAGE
     _write(doc / "copyright", render_copyright(maintainer, datetime.fromtimestamp(epoch, UTC).year))
-    changelog = doc / "changelog.Debian"
+    changelog = doc / "changelog"
     _write(changelog, render_changelog(version, maintainer, epoch))
     run(["gzip", "-9n", changelog])
-    (doc / "changelog.Debian.gz").chmod(0o644)
+    (doc / "changelog.gz").chmod(0o644)
     _write(root / MODPROBE_CONF, render_modprobe_conf(version))
     for d in [p for p in root.rglob("*") if p.is_dir()] + [root]:
         d.chmod(0o755)

@@ -109,7 +109,7 @@ def test_staged_tree_holds_only_source(tmp_path: Path) -> None:
     assert others == sorted([
         "DEBIAN/conffiles", "DEBIAN/control", "DEBIAN/md5sums", "DEBIAN/postinst",
         "DEBIAN/postrm", "DEBIAN/prerm", MODPROBE_CONF,
-        f"usr/share/doc/{PACKAGE}/changelog.Debian.gz", f"usr/share/doc/{PACKAGE}/copyright",
+        f"usr/share/doc/{PACKAGE}/changelog.gz", f"usr/share/doc/{PACKAGE}/copyright",
     ])
     assert (root / "DEBIAN/conffiles").read_text() == "/etc/modprobe.d/pvnet.conf\n"
     for s in ("postinst", "prerm", "postrm"):
@@ -123,7 +123,7 @@ def test_staged_tree_holds_only_source(tmp_path: Path) -> None:
 def test_changelog_is_gzip_9n(tmp_path: Path) -> None:
     root = tmp_path / "root"
     stage_deb_tree(_fake_src(tmp_path, VERSION), root, "A B <a@b.example>", EPOCH)
-    gz = (root / f"usr/share/doc/{PACKAGE}/changelog.Debian.gz").read_bytes()
+    gz = (root / f"usr/share/doc/{PACKAGE}/changelog.gz").read_bytes()
     assert gz[:2] == b"\x1f\x8b"
     flags, mtime = gz[3], struct.unpack("<I", gz[4:8])[0]
     assert flags & 0x08 == 0 and mtime == 0  # -n: no file name, no time stamp
