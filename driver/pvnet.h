@@ -119,7 +119,20 @@ struct pvnet_txq_stats {
 	u64_stats_t gso_bytes;		/* their bytes (without virtio header) */
 	u64_stats_t gso_segments;	/* segments they stand for */
 	u64_stats_t xdp_tx;		/* XDP frames queued (XDP_TX, redirects) */
-	u64_stats_t xdp_tx_drops;	/* XDP frames refused: ring full */
+	u64_stats_t xdp_tx_drops;	/* XDP frames refused: ring or share full */
+	u64_stats_t requeues;		/* skbs handed back: ring full when awake */
+};
+
+/*
+ * Device-wide event counters (the first entries of ethtool -S); atomic:
+ * written from any context.
+ */
+struct pvnet_dev_stats {
+	atomic_long_t tx_timeouts;	/* watchdog: a tx queue made no progress */
+	atomic_long_t device_resets;	/* device resets done for recovery */
+	atomic_long_t ctrl_cmds;	/* control commands sent */
+	atomic_long_t ctrl_fails;	/* ... refused (VIRTIO_NET_ERR, bad ack) */
+	atomic_long_t ctrl_timeouts;	/* ... not answered in time */
 };
 
 /* One entry of the per-queue ethtool statistics tables. */
@@ -165,6 +178,7 @@ enum {
 	PVNET_TXQ_GSO_SEGMENTS,
 	PVNET_TXQ_XDP_TX,
 	PVNET_TXQ_XDP_TX_DROPS,
+	PVNET_TXQ_REQUEUES,
 	PVNET_TXQ_STATS_NUM
 };
 
@@ -187,8 +201,9 @@ struct pvnet_rxq {
 	struct page_pool *pool;
 	struct page_frag frag;
 	struct ewma_pvnet_rx_len len_avg;
-	u32 pool_pages;			/* pool pages started */
+	u32 pool_pages;			/* pool pages started (buffers, XDP copies) */
 	s32 pool_reused;		/* of those, not fresh from the allocator */
+	u64 pool_recycled;		/* recycle count last read from the pool */
 	struct scatterlist big_sg[PVNET_RX_BIG_MAX_PAGES];
 	/* XDP memory model of this queue (registered with the queue). */
 	struct xdp_rxq_info xdp_rxq;
@@ -203,6 +218,8 @@ struct pvnet_txq {
 	struct pvnet_txq_stats stats;
 	/* Set by the tx interrupt when it woke the queue (non-NAPI mode). */
 	bool woken;
+	/* XDP frames in the ring (under the tx queue lock, like the stats). */
+	unsigned int xdp_inflight;
 	struct scatterlist sg[PVNET_TX_MAX_SG];
 	char name[16];
 };
@@ -275,7 +292,27 @@ struct pvnet_priv {
 	spinlock_t config_lock;		/* protects config_enabled */
 	bool config_enabled;
 
-	atomic_long_t tx_timeouts;
+	/*
+	 * Device reset for recovery (pvnet_schedule_reset()): delayed work on
+	 * the freezable workqueue; reset_lock protects reset_enabled and
+	 * reset_reason, last_reset is written by the work only.
+	 */
+	struct delayed_work reset_work;
+	spinlock_t reset_lock;		/* reset_enabled, reset_reason */
+	bool reset_enabled;
+	const char *reset_reason;
+	unsigned long last_reset;
+
+	/* Ring sizes ethtool -G set (0: the device's), kept across resets. */
+	u32 rx_ring_size;
+	u32 tx_ring_size;
+
+	/* CPU hotplug instance (pvnet_cpuhp_add()) and its affinity work. */
+	struct hlist_node cpuhp_node;
+	bool cpuhp_added;
+	struct work_struct affinity_work;
+
+	struct pvnet_dev_stats dev_stats;
 };
 
 /*
@@ -315,17 +352,26 @@ static inline void pvnet_vq_napi_schedule(struct napi_struct *napi,
 }
 
 /*
- * Finish a NAPI poll that did less than its budget and re-arm the vq
- * callback without losing a buffer that was used in the meantime.
+ * Finish a NAPI poll that did less than its budget.  The vq callback is
+ * armed before NAPI completes: once napi_complete_done() returns, another
+ * CPU may schedule and run the poll (an interrupt, busy polling, the
+ * refill work), and the vq must not be touched from here after that.  A
+ * buffer used between arming and completing is caught by virtqueue_poll().
+ * If NAPI did not complete (it was rescheduled, or busy polling owns it),
+ * the callback is muted again: the next poll will run anyway.
+ *
+ * The caller serialises this with every other user of @vq (the rx vq
+ * belongs to its NAPI poll; a tx vq is used under its tx queue lock).
  */
 static inline void pvnet_vq_napi_complete(struct napi_struct *napi,
 					  struct virtqueue *vq, int done)
 {
-	unsigned int opaque;
+	unsigned int opaque = virtqueue_enable_cb_prepare(vq);
 
-	if (!napi_complete_done(napi, done))
+	if (!napi_complete_done(napi, done)) {
+		virtqueue_disable_cb(vq);
 		return;
-	opaque = virtqueue_enable_cb_prepare(vq);
+	}
 	if (unlikely(virtqueue_poll(vq, opaque)))
 		pvnet_vq_napi_schedule(napi, vq);
 }
@@ -372,6 +418,11 @@ static inline struct xdp_frame *pvnet_tx_token_frame(void *token)
 /* pvnet_rx.c */
 void pvnet_rx_vq_done(struct virtqueue *vq);
 int pvnet_rx_poll(struct napi_struct *napi, int budget);
+void pvnet_rx_validate(struct virtio_device *vdev);
+void pvnet_rx_setup(struct pvnet_priv *priv);
+unsigned int pvnet_rx_ring_min(const struct pvnet_priv *priv);
+
+/* pvnet_rxbuf.c */
 bool pvnet_rx_refill(struct pvnet_rxq *rxq, gfp_t gfp, bool in_napi);
 void pvnet_refill_work(struct work_struct *work);
 void pvnet_refill_schedule(struct pvnet_priv *priv, unsigned long delay);
@@ -379,14 +430,15 @@ void pvnet_rx_free_unused(struct pvnet_rxq *rxq);
 void pvnet_rx_free_buf(struct pvnet_rxq *rxq, void *buf);
 int pvnet_rxq_init(struct pvnet_rxq *rxq);
 void pvnet_rxq_fini(struct pvnet_rxq *rxq);
-void pvnet_rx_validate(struct virtio_device *vdev);
-void pvnet_rx_setup(struct pvnet_priv *priv);
-unsigned int pvnet_rx_ring_min(const struct pvnet_priv *priv);
-void pvnet_rx_init_xdp_metadata(struct pvnet_priv *priv);
 int pvnet_rxq_xdp_reg(struct pvnet_rxq *rxq);
 void pvnet_rxq_xdp_unreg(struct pvnet_rxq *rxq);
 
 /* pvnet_tx.c */
+struct netdev_queue *pvnet_ntxq(struct pvnet_txq *txq);
+void pvnet_tx_kick(struct pvnet_txq *txq);
+void pvnet_tx_free_old(struct pvnet_txq *txq, struct netdev_queue *ntxq,
+		       int budget);
+void pvnet_tx_maybe_stop(struct pvnet_txq *txq, struct netdev_queue *ntxq);
 void pvnet_tx_vq_done(struct virtqueue *vq);
 int pvnet_tx_poll(struct napi_struct *napi, int budget);
 netdev_tx_t pvnet_start_xmit(struct sk_buff *skb, struct net_device *dev);
@@ -409,6 +461,7 @@ int pvnet_ndo_xdp_xmit(struct net_device *dev, int n,
 int pvnet_ndo_bpf(struct net_device *dev, struct netdev_bpf *bpf);
 int pvnet_xdp_check_mtu(struct pvnet_priv *priv, const struct bpf_prog *prog,
 			unsigned int mtu, struct netlink_ext_ack *extack);
+void pvnet_xdp_init_metadata(struct pvnet_priv *priv);
 
 /* pvnet_ctrl.c */
 int pvnet_ctrl_alloc(struct pvnet_priv *priv);
@@ -418,11 +471,21 @@ int pvnet_ctrl_set_queue_pairs(struct pvnet_priv *priv, u16 pairs);
 int pvnet_ctrl_set_guest_offloads(struct pvnet_priv *priv, u64 offloads);
 int pvnet_ctrl_set_hash(struct pvnet_priv *priv, bool on);
 
-/* pvnet_main.c: reconfiguration under RTNL, for ethtool */
+/* pvnet_reconfig.c: data path, vqs, reconfiguration (under RTNL) */
+void pvnet_up(struct pvnet_priv *priv);
+void pvnet_down(struct pvnet_priv *priv);
+int pvnet_init_vqs(struct pvnet_priv *priv);
+void pvnet_del_vqs(struct pvnet_priv *priv);
+int pvnet_set_real_queues(struct pvnet_priv *priv, u16 tx, u16 rx);
 int pvnet_set_queue_pairs(struct pvnet_priv *priv, u16 pairs,
 			  struct netlink_ext_ack *extack);
 int pvnet_resize_rings(struct pvnet_priv *priv, u32 rx, u32 tx,
 		       struct netlink_ext_ack *extack);
+void pvnet_reset_init(struct pvnet_priv *priv);
+void pvnet_reset_enable(struct pvnet_priv *priv);
+void pvnet_reset_disable(struct pvnet_priv *priv);
+void pvnet_schedule_reset(struct pvnet_priv *priv, const char *reason);
+int pvnet_apply_ring_sizes(struct pvnet_priv *priv);
 int pvnet_set_napi_tx(struct pvnet_priv *priv, bool on,
 		      struct netlink_ext_ack *extack);
 u16 pvnet_xdp_pairs_for(const struct pvnet_priv *priv, u16 pairs);
@@ -432,6 +495,10 @@ void pvnet_resume(struct pvnet_priv *priv, bool was_active);
 int pvnet_sync_guest_offloads(struct pvnet_priv *priv,
 			      netdev_features_t features);
 void pvnet_update_affinity(struct pvnet_priv *priv);
+int pvnet_cpuhp_init(void);
+void pvnet_cpuhp_exit(void);
+void pvnet_cpuhp_add(struct pvnet_priv *priv);
+void pvnet_cpuhp_remove(struct pvnet_priv *priv);
 
 /* pvnet_ethtool.c */
 void pvnet_set_ethtool_ops(struct net_device *dev);

@@ -200,7 +200,30 @@ static inline void pvnet_page_pool_put(struct page_pool *pool,
 #endif
 }
 
-/* Pages @pool took from the page allocator so far (wraps at 2^32). */
+/*
+ * Pages given back to @pool for reuse so far (its recycle_stats: into the
+ * per-CPU cache or the ring), from page_pool_get_stats() where the kernel
+ * keeps page_pool stats; false where it does not, and the caller counts
+ * reuse itself (pvnet_page_pool_fresh_pages()).
+ */
+static inline bool pvnet_page_pool_recycled(const struct page_pool *pool,
+					    u64 *recycled)
+{
+#ifdef PVNET_HAVE_PAGE_POOL_STATS
+	struct page_pool_stats stats = {};
+
+	page_pool_get_stats(pool, &stats);
+	*recycled = stats.recycle_stats.cached + stats.recycle_stats.ring;
+	return true;
+#else
+	return false;
+#endif
+}
+
+/*
+ * Pages @pool took from the page allocator so far (wraps at 2^32): read
+ * from the pool itself where the kernel keeps no page_pool stats.
+ */
 static inline u32 pvnet_page_pool_fresh_pages(const struct page_pool *pool)
 {
 #ifdef PVNET_HAVE_PAGE_POOL_FRAG
@@ -234,18 +257,38 @@ static inline void pvnet_skb_mark_for_recycle(struct sk_buff *skb)
 /*
  * Guest USO (VIRTIO_NET_F_GUEST_USO4/6, VIRTIO_NET_HDR_GSO_UDP_L4) where
  * the headers define it and virtio_net_hdr_to_skb() understands it.
- * Elsewhere the feature-table entries name VIRTIO_NET_F_GUEST_TSO4 a
- * second time (a duplicate entry changes nothing) and no USO is accepted.
+ * Elsewhere there is no name for the bits at all: the feature table lists
+ * them only where PVNET_GUEST_USO is 1, and the helpers answer "absent",
+ * so no code can test or clear another feature by mistake.
  */
 #ifdef PVNET_HAVE_VIRTIO_NET_GUEST_USO
-#define PVNET_F_GUEST_USO4	VIRTIO_NET_F_GUEST_USO4
-#define PVNET_F_GUEST_USO6	VIRTIO_NET_F_GUEST_USO6
+#define PVNET_GUEST_USO		1
 #define PVNET_GUEST_USO_MASK	(BIT_ULL(VIRTIO_NET_F_GUEST_USO4) | \
 				 BIT_ULL(VIRTIO_NET_F_GUEST_USO6))
+
+static inline bool pvnet_has_guest_uso(struct virtio_device *vdev)
+{
+	return virtio_has_feature(vdev, VIRTIO_NET_F_GUEST_USO4) ||
+	       virtio_has_feature(vdev, VIRTIO_NET_F_GUEST_USO6);
+}
+
+static inline void pvnet_clear_guest_uso(struct virtio_device *vdev)
+{
+	__virtio_clear_bit(vdev, VIRTIO_NET_F_GUEST_USO4);
+	__virtio_clear_bit(vdev, VIRTIO_NET_F_GUEST_USO6);
+}
 #else
-#define PVNET_F_GUEST_USO4	VIRTIO_NET_F_GUEST_TSO4
-#define PVNET_F_GUEST_USO6	VIRTIO_NET_F_GUEST_TSO4
+#define PVNET_GUEST_USO		0
 #define PVNET_GUEST_USO_MASK	0ULL
+
+static inline bool pvnet_has_guest_uso(struct virtio_device *vdev)
+{
+	return false;
+}
+
+static inline void pvnet_clear_guest_uso(struct virtio_device *vdev)
+{
+}
 #endif
 
 static inline bool pvnet_gso_is_udp_l4(u8 gso_type)
@@ -383,12 +426,12 @@ static inline bool pvnet_has_ring_reset(struct virtio_device *vdev)
 /*
  * UDP segmentation offload (VIRTIO_NET_F_HOST_USO, gso_type
  * VIRTIO_NET_HDR_GSO_UDP_L4) is offered only on kernels whose uapi
- * header names it.  Elsewhere PVNET_F_HOST_USO repeats a feature bit the
- * table already lists (a repeated entry changes nothing), and the
- * helpers report USO as absent, so GSO_UDP_L4 is never advertised.
+ * header names it.  Elsewhere the feature table does not list it
+ * (PVNET_HOST_USO is 0) and the helpers report USO as absent, so
+ * GSO_UDP_L4 is never advertised.
  */
 #ifdef PVNET_HAVE_VIRTIO_NET_HOST_USO
-#define PVNET_F_HOST_USO	VIRTIO_NET_F_HOST_USO
+#define PVNET_HOST_USO		1
 
 static inline bool pvnet_has_host_uso(struct virtio_device *vdev)
 {
@@ -406,7 +449,7 @@ static inline u8 pvnet_hdr_gso_udp_l4(void)
 	return VIRTIO_NET_HDR_GSO_UDP_L4;
 }
 #else
-#define PVNET_F_HOST_USO	VIRTIO_NET_F_HOST_TSO4
+#define PVNET_HOST_USO		0
 
 static inline bool pvnet_has_host_uso(struct virtio_device *vdev)
 {

@@ -13,6 +13,7 @@
  */
 
 #include <linux/delay.h>
+#include <linux/error-injection.h>
 #include <linux/jiffies.h>
 #include <linux/mutex.h>
 #include <linux/netdevice.h>
@@ -81,22 +82,25 @@ void pvnet_ctrl_set_vq(struct pvnet_priv *priv, struct virtqueue *vq)
 }
 
 /*
- * Send one command with a payload of @len bytes already in ctrl->data.
- * Returns 0 when the device acknowledged it with VIRTIO_NET_OK.
+ * Post one command with a payload of @len bytes already in ctrl->data and
+ * wait for the device to return it.  Returns 0 when it answered
+ * VIRTIO_NET_OK, -EINVAL when it refused (VIRTIO_NET_ERR: the device
+ * gives no reason), -EPROTO for any other ack value, -ETIMEDOUT when it
+ * did not answer in time (the buffers then stay the device's until a
+ * reset), -EIO when the vq is broken, or the error of queueing.
+ *
+ * Not inlined, and open to the kernel's function error injection
+ * (fail_function): the debug lane's tests make it fail to check that
+ * every caller reports the error, rolls back and recovers.
  */
-static int pvnet_ctrl_cmd(struct pvnet_priv *priv, u8 class, u8 cmd,
-			  unsigned int len)
+static noinline int pvnet_ctrl_exchange(struct pvnet_priv *priv, u8 class,
+					u8 cmd, unsigned int len)
 {
 	struct pvnet_ctrl *ctrl = priv->ctrl;
 	struct scatterlist hdr, data, ack, *sgs[3];
 	unsigned long deadline;
 	unsigned int out = 0, tmp;
 	int err;
-
-	lockdep_assert_held(&ctrl->lock);
-
-	if (!ctrl->vq || ctrl->broken)
-		return -EIO;
 
 	ctrl->hdr.class = class;
 	ctrl->hdr.cmd = cmd;
@@ -112,16 +116,10 @@ static int pvnet_ctrl_cmd(struct pvnet_priv *priv, u8 class, u8 cmd,
 	sgs[out] = &ack;
 
 	err = virtqueue_add_sgs(ctrl->vq, sgs, out, 1, ctrl, GFP_KERNEL);
-	if (err) {
-		netdev_err(priv->dev, "control command %u.%u not queued: %d\n",
-			   class, cmd, err);
+	if (err)
 		return err;
-	}
-
-	if (!virtqueue_kick(ctrl->vq)) {
-		ctrl->broken = true;
+	if (!virtqueue_kick(ctrl->vq))
 		return -EIO;
-	}
 
 	/*
 	 * The device answers control commands synchronously in practice;
@@ -129,19 +127,71 @@ static int pvnet_ctrl_cmd(struct pvnet_priv *priv, u8 class, u8 cmd,
 	 */
 	deadline = jiffies + PVNET_CTRL_TIMEOUT;
 	while (!virtqueue_get_buf(ctrl->vq, &tmp)) {
-		if (virtqueue_is_broken(ctrl->vq) ||
-		    time_after(jiffies, deadline)) {
-			/* The buffers stay the device's until it is reset. */
-			ctrl->broken = true;
-			netdev_err(priv->dev,
-				   "control command %u.%u: no answer from the device\n",
-				   class, cmd);
+		if (virtqueue_is_broken(ctrl->vq))
+			return -EIO;
+		if (time_after(jiffies, deadline))
 			return -ETIMEDOUT;
-		}
 		usleep_range(20, 100);
 	}
 
-	return ctrl->ack == VIRTIO_NET_OK ? 0 : -EIO;
+	switch (ctrl->ack) {
+	case VIRTIO_NET_OK:
+		return 0;
+	case VIRTIO_NET_ERR:
+		return -EINVAL;
+	default:
+		return -EPROTO;
+	}
+}
+ALLOW_ERROR_INJECTION(pvnet_ctrl_exchange, ERRNO);
+
+/*
+ * Send one command (see pvnet_ctrl_exchange()) and account for it: every
+ * command in ctrl_cmds, refusals in ctrl_fails, missing answers in
+ * ctrl_timeouts.  A command that got no answer, or a broken vq, leaves the
+ * control queue unusable until the device is reset: the reset is
+ * scheduled, and commands meanwhile fail with -EBUSY.  Under ctrl->lock.
+ */
+static int pvnet_ctrl_cmd(struct pvnet_priv *priv, u8 class, u8 cmd,
+			  unsigned int len)
+{
+	struct pvnet_ctrl *ctrl = priv->ctrl;
+	struct pvnet_dev_stats *stats = &priv->dev_stats;
+	int err;
+
+	lockdep_assert_held(&ctrl->lock);
+
+	if (!ctrl->vq)
+		return -ENODEV;
+	if (ctrl->broken)
+		return -EBUSY;
+
+	atomic_long_inc(&stats->ctrl_cmds);
+	err = pvnet_ctrl_exchange(priv, class, cmd, len);
+	switch (err) {
+	case 0:
+		return 0;
+	case -EINVAL:
+	case -EPROTO:
+		atomic_long_inc(&stats->ctrl_fails);
+		netdev_err(priv->dev, "control command %u.%u refused by the device (%s)\n",
+			   class, cmd, err == -EINVAL ? "VIRTIO_NET_ERR" : "bad ack");
+		return err;
+	case -ETIMEDOUT:
+		atomic_long_inc(&stats->ctrl_timeouts);
+		fallthrough;
+	case -EIO:
+		ctrl->broken = true;
+		netdev_err(priv->dev, "control command %u.%u: %s; resetting the device\n",
+			   class, cmd, err == -EIO ? "the queue is broken" :
+			   "no answer from the device");
+		pvnet_schedule_reset(priv, "the control queue stopped answering");
+		return err;
+	default:
+		netdev_err(priv->dev, "control command %u.%u not queued: %d\n",
+			   class, cmd, err);
+		return err;
+	}
 }
 
 /*

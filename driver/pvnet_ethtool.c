@@ -52,6 +52,7 @@ const struct pvnet_stat_desc pvnet_txq_stat_descs[PVNET_TXQ_STATS_NUM] = {
 	PVNET_TXQ_STAT(PVNET_TXQ_GSO_SEGMENTS, gso_segments),
 	PVNET_TXQ_STAT(PVNET_TXQ_XDP_TX, xdp_tx),
 	PVNET_TXQ_STAT(PVNET_TXQ_XDP_TX_DROPS, xdp_tx_drops),
+	PVNET_TXQ_STAT(PVNET_TXQ_REQUEUES, requeues),
 };
 
 /* Consistent snapshot of one queue's counters, in descriptor order. */
@@ -94,6 +95,18 @@ static void pvnet_get_drvinfo(struct net_device *dev,
 	strscpy(info->bus_info, dev_name(bus_dev), sizeof(info->bus_info));
 }
 
+/* Device-wide counters, listed before the per-queue ones. */
+#define PVNET_DEV_STAT(field) \
+	{ #field, offsetof(struct pvnet_dev_stats, field) }
+
+static const struct pvnet_stat_desc pvnet_dev_stat_descs[] = {
+	PVNET_DEV_STAT(tx_timeouts),
+	PVNET_DEV_STAT(device_resets),
+	PVNET_DEV_STAT(ctrl_cmds),
+	PVNET_DEV_STAT(ctrl_fails),
+	PVNET_DEV_STAT(ctrl_timeouts),
+};
+
 static int pvnet_get_sset_count(struct net_device *dev, int sset)
 {
 	struct pvnet_priv *priv = netdev_priv(dev);
@@ -106,7 +119,7 @@ static int pvnet_get_sset_count(struct net_device *dev, int sset)
 	 * per-queue counters always add up to the device totals; with
 	 * page_pools, each rx queue also has its pool_pages gauge.
 	 */
-	return priv->max_queue_pairs *
+	return ARRAY_SIZE(pvnet_dev_stat_descs) + priv->max_queue_pairs *
 	       (PVNET_RXQ_STATS_NUM + PVNET_TXQ_STATS_NUM +
 		(pvnet_rx_has_pools(priv) ? 1 : 0));
 }
@@ -118,6 +131,11 @@ static void pvnet_get_strings(struct net_device *dev, u32 sset, u8 *data)
 
 	if (sset != ETH_SS_STATS)
 		return;
+
+	for (i = 0; i < ARRAY_SIZE(pvnet_dev_stat_descs); i++) {
+		strscpy(data, pvnet_dev_stat_descs[i].name, ETH_GSTRING_LEN);
+		data += ETH_GSTRING_LEN;
+	}
 
 	for (q = 0; q < priv->max_queue_pairs; q++) {
 		for (i = 0; i < PVNET_RXQ_STATS_NUM; i++) {
@@ -145,7 +163,11 @@ static void pvnet_get_ethtool_stats(struct net_device *dev,
 				    struct ethtool_stats *stats, u64 *data)
 {
 	struct pvnet_priv *priv = netdev_priv(dev);
-	unsigned int q;
+	const void *base = &priv->dev_stats;
+	unsigned int q, i;
+
+	for (i = 0; i < ARRAY_SIZE(pvnet_dev_stat_descs); i++)
+		*data++ = atomic_long_read(base + pvnet_dev_stat_descs[i].offset);
 
 	for (q = 0; q < priv->max_queue_pairs; q++) {
 		pvnet_rxq_stats_read(&priv->rxq[q].stats, data);

@@ -51,377 +51,7 @@ static void pvnet_get_stats64(struct net_device *dev,
 		tot->tx_bytes += tx[PVNET_TXQ_BYTES];
 		tot->tx_dropped += tx[PVNET_TXQ_DROPS];
 	}
-	tot->tx_errors += atomic_long_read(&priv->tx_timeouts);
-}
-
-static void pvnet_refill_enable(struct pvnet_priv *priv)
-{
-	spin_lock_bh(&priv->refill_lock);
-	priv->refill_enabled = true;
-	spin_unlock_bh(&priv->refill_lock);
-}
-
-static void pvnet_refill_disable(struct pvnet_priv *priv)
-{
-	spin_lock_bh(&priv->refill_lock);
-	priv->refill_enabled = false;
-	spin_unlock_bh(&priv->refill_lock);
-	cancel_delayed_work_sync(&priv->refill);
-}
-
-/*
- * Start the data path: post rx buffers, enable NAPI and the tx queues.
- * Called under RTNL with the vqs set up and the device DRIVER_OK.
- */
-static void pvnet_up(struct pvnet_priv *priv)
-{
-	unsigned int rx_pairs = pvnet_rx_pairs(priv);
-	bool need_refill = false;
-	unsigned int i;
-
-	for (i = 0; i < rx_pairs; i++) {
-		if (!pvnet_rx_refill(&priv->rxq[i], GFP_KERNEL, false))
-			need_refill = true;
-		/*
-		 * A device that ran out of buffers while the queue was paused
-		 * (or its pair disabled) may wait for a notification that a
-		 * refill of an already full ring would not send.
-		 */
-		virtqueue_notify(priv->rxq[i].vq);
-	}
-
-	for (i = 0; i < rx_pairs; i++)
-		napi_enable(&priv->rxq[i].napi);
-	for (i = 0; i < priv->curr_queue_pairs && priv->napi_tx; i++)
-		napi_enable(&priv->txq[i].napi);
-
-	/* NAPI is enabled, so the refill work may run from now on. */
-	pvnet_refill_enable(priv);
-	if (need_refill)
-		pvnet_refill_schedule(priv, 0);
-
-	/* Each stack queue is woken there, its qdisc run again. */
-	for (i = 0; i < priv->curr_queue_pairs; i++)
-		pvnet_tx_open(&priv->txq[i]);
-	for (; i < rx_pairs; i++)
-		pvnet_tx_open_xdp(&priv->txq[i]);
-	/*
-	 * The stack does not send on the others (XDP-only or unused), but
-	 * the tx watchdog checks every queue: none may stay stopped.
-	 */
-	for (i = priv->curr_queue_pairs; i < priv->dev->num_tx_queues; i++)
-		netif_tx_start_queue(netdev_get_tx_queue(priv->dev, i));
-
-	/*
-	 * Buffers may have been used while NAPI was disabled, and their
-	 * interrupt was then lost: poll once to pick them up and re-arm.
-	 */
-	local_bh_disable();
-	for (i = 0; i < rx_pairs; i++)
-		pvnet_vq_napi_schedule(&priv->rxq[i].napi, priv->rxq[i].vq);
-	for (i = 0; i < priv->curr_queue_pairs && priv->napi_tx; i++)
-		pvnet_vq_napi_schedule(&priv->txq[i].napi, priv->txq[i].vq);
-	local_bh_enable();
-
-	WRITE_ONCE(priv->active, true);
-}
-
-/* Stop the data path; rx buffers stay posted.  Called under RTNL. */
-static void pvnet_down(struct pvnet_priv *priv)
-{
-	unsigned int i;
-
-	WRITE_ONCE(priv->active, false);
-	/* Frames redirected from other devices check ->active under RCU. */
-	synchronize_net();
-
-	/* The refill work disables NAPI itself: stop it first. */
-	pvnet_refill_disable(priv);
-
-	for (i = 0; i < pvnet_rx_pairs(priv); i++)
-		napi_disable(&priv->rxq[i].napi);
-	for (i = 0; i < priv->curr_queue_pairs && priv->napi_tx; i++)
-		napi_disable(&priv->txq[i].napi);
-
-	netif_tx_disable(priv->dev);
-}
-
-/* Stop the data path for a reconfiguration; returns whether it ran. */
-bool pvnet_pause(struct pvnet_priv *priv)
-{
-	bool was_active = priv->active;
-
-	if (was_active)
-		pvnet_down(priv);
-	return was_active;
-}
-
-void pvnet_resume(struct pvnet_priv *priv, bool was_active)
-{
-	if (was_active)
-		pvnet_up(priv);
-}
-
-/*
- * Spread the online CPUs over the queue pairs in use: CPU c belongs to
- * pair (c's position among online CPUs) % pairs.  The pair's rx and tx
- * interrupts get that CPU set as affinity hint and the tx queue gets it
- * as XPS map, so a CPU sends and completes on its own queue.
- */
-void pvnet_update_affinity(struct pvnet_priv *priv)
-{
-	unsigned int i, cpu, pos;
-	cpumask_var_t mask;
-
-	if (!priv->vqs_ready || !zalloc_cpumask_var(&mask, GFP_KERNEL))
-		return;
-
-	for (i = 0; i < priv->max_queue_pairs; i++) {
-		if (i >= priv->curr_queue_pairs) {
-			virtqueue_set_affinity(priv->rxq[i].vq, NULL);
-			virtqueue_set_affinity(priv->txq[i].vq, NULL);
-			continue;
-		}
-
-		cpumask_clear(mask);
-		pos = 0;
-		for_each_online_cpu(cpu)
-			if (pos++ % priv->curr_queue_pairs == i)
-				cpumask_set_cpu(cpu, mask);
-
-		virtqueue_set_affinity(priv->rxq[i].vq, mask);
-		virtqueue_set_affinity(priv->txq[i].vq, mask);
-		netif_set_xps_queue(priv->dev, mask, i);
-	}
-
-	free_cpumask_var(mask);
-}
-
-static int pvnet_set_real_queues(struct pvnet_priv *priv, u16 tx, u16 rx)
-{
-	int err;
-
-	err = netif_set_real_num_tx_queues(priv->dev, tx);
-	if (err)
-		return err;
-	return netif_set_real_num_rx_queues(priv->dev, rx);
-}
-
-/*
- * XDP-only pairs for @pairs stack pairs while a program is attached: one
- * per possible CPU if the device has that many more, else none (XDP
- * frames then share the stack's tx queues under their lock).
- */
-u16 pvnet_xdp_pairs_for(const struct pvnet_priv *priv, u16 pairs)
-{
-	if (!rcu_access_pointer(priv->xdp_prog) ||
-	    pairs + nr_cpu_ids > priv->max_queue_pairs)
-		return 0;
-	return nr_cpu_ids;
-}
-
-/*
- * Use @pairs queue pairs for the stack and @xdp_pairs more for XDP: the
- * device gets the sum, the netdev @pairs tx and the sum as rx queues.
- * Under RTNL with the data path paused; on failure nothing changed.
- */
-int pvnet_apply_pairs(struct pvnet_priv *priv, u16 pairs, u16 xdp_pairs)
-{
-	u16 old = priv->curr_queue_pairs, old_xdp = priv->xdp_queue_pairs;
-	int err = 0;
-
-	if (pairs + xdp_pairs != old + old_xdp)
-		err = pvnet_ctrl_set_queue_pairs(priv, pairs + xdp_pairs);
-	if (err)
-		return err;
-
-	err = pvnet_set_real_queues(priv, pairs, pairs + xdp_pairs);
-	if (err) {
-		/* Back to what the stack still uses. */
-		if ((pairs + xdp_pairs != old + old_xdp &&
-		     pvnet_ctrl_set_queue_pairs(priv, old + old_xdp)) ||
-		    pvnet_set_real_queues(priv, old, old + old_xdp))
-			netdev_err(priv->dev,
-				   "could not restore %u queue pairs\n", old);
-		return err;
-	}
-	priv->curr_queue_pairs = pairs;
-	priv->xdp_queue_pairs = xdp_pairs;
-	return 0;
-}
-
-/* ethtool -L: change the number of queue pairs in use.  Under RTNL. */
-int pvnet_set_queue_pairs(struct pvnet_priv *priv, u16 pairs,
-			  struct netlink_ext_ack *extack)
-{
-	bool was_active;
-	int err;
-
-	if (pairs == priv->curr_queue_pairs)
-		return 0;
-	if (!virtio_has_feature(priv->vdev, VIRTIO_NET_F_MQ)) {
-		pvnet_config_err(priv->dev, extack,
-				 "the device has one queue pair (no VIRTIO_NET_F_MQ)");
-		return -EOPNOTSUPP;
-	}
-	if (pairs < 1 || pairs > priv->max_queue_pairs) {
-		pvnet_config_err(priv->dev, extack,
-				 "queue pair count out of range");
-		return -EINVAL;
-	}
-	if (!priv->vqs_ready)
-		return -ENODEV;
-
-	was_active = pvnet_pause(priv);
-
-	err = pvnet_apply_pairs(priv, pairs, pvnet_xdp_pairs_for(priv, pairs));
-	if (err)
-		pvnet_config_err(priv->dev, extack,
-				 "the device refused the queue pair count");
-
-	pvnet_resume(priv, was_active);
-	pvnet_update_affinity(priv);
-	return err;
-}
-
-static void pvnet_rx_recycle(struct virtqueue *vq, void *buf)
-{
-	struct pvnet_priv *priv = vq->vdev->priv;
-
-	pvnet_rx_free_buf(&priv->rxq[pvnet_rxq_index(vq)], buf);
-}
-
-static void pvnet_tx_recycle(struct virtqueue *vq, void *buf)
-{
-	pvnet_tx_free_token(buf);
-}
-
-static int pvnet_check_ring_size(struct net_device *dev, u32 size, u32 min,
-				 u32 max, const char *what,
-				 struct netlink_ext_ack *extack)
-{
-	if (size < min || size > max || !is_power_of_2(size)) {
-		NL_SET_ERR_MSG(extack,
-			       "pvnet: ring sizes must be powers of 2, at most what ethtool -g shows, rx large enough for a maximal frame (dmesg has the limits)");
-		netdev_info(dev, "%s ring size must be a power of 2 from %u to %u\n",
-			    what, min, max);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-/*
- * ethtool -G: resize every rx and tx virtqueue, also the pairs not in
- * use, so that all queues have the sizes ethtool reports.  Buffers the
- * device still holds are given back through the recycle callbacks; the
- * data path restarts with freshly posted rx buffers.  Under RTNL.
- */
-int pvnet_resize_rings(struct pvnet_priv *priv, u32 rx, u32 tx,
-		       struct netlink_ext_ack *extack)
-{
-	bool was_active;
-	unsigned int i;
-	int err;
-
-	if (!priv->vqs_ready)
-		return -ENODEV;
-	if (rx == virtqueue_get_vring_size(priv->rxq[0].vq) &&
-	    tx == virtqueue_get_vring_size(priv->txq[0].vq))
-		return 0;
-	if (!pvnet_can_resize_vq()) {
-		pvnet_config_err(priv->dev, extack,
-				 "this kernel cannot resize virtqueues (virtqueue_resize needs Linux 6.0 or later)");
-		return -EOPNOTSUPP;
-	}
-	if (!pvnet_has_ring_reset(priv->vdev)) {
-		pvnet_config_err(priv->dev, extack,
-				 "the device cannot reset single queues (no VIRTIO_F_RING_RESET)");
-		return -EOPNOTSUPP;
-	}
-	err = pvnet_check_ring_size(priv->dev, rx, pvnet_rx_ring_min(priv),
-				    priv->rx_ring_max, "rx", extack);
-	if (!err)
-		err = pvnet_check_ring_size(priv->dev, tx, PVNET_TX_RING_MIN,
-					    priv->tx_ring_max, "tx", extack);
-	if (err)
-		return err;
-
-	was_active = pvnet_pause(priv);
-
-	for (i = 0; i < priv->max_queue_pairs && !err; i++) {
-		if (virtqueue_get_vring_size(priv->rxq[i].vq) != rx)
-			err = pvnet_virtqueue_resize(priv->rxq[i].vq, rx,
-						     pvnet_rx_recycle);
-		if (!err && virtqueue_get_vring_size(priv->txq[i].vq) != tx)
-			err = pvnet_virtqueue_resize(priv->txq[i].vq, tx,
-						     pvnet_tx_recycle);
-	}
-	if (err) {
-		netdev_err(priv->dev, "ring resize to rx %u tx %u failed: %d\n",
-			   rx, tx, err);
-		pvnet_config_err(priv->dev, extack,
-				 "virtqueue resize failed");
-	}
-
-	/* Buffers were recycled: rx is refilled, BQL restarts empty. */
-	pvnet_resume(priv, was_active);
-	return err;
-}
-
-/*
- * ethtool -C tx-frames 1|0: reclaim tx buffers from a NAPI poll (with
- * BQL) or from the xmit path.  BQL must not see a completion for a send
- * it did not count, so the tx rings are drained before the switch.
- */
-int pvnet_set_napi_tx(struct pvnet_priv *priv, bool on,
-		      struct netlink_ext_ack *extack)
-{
-	unsigned long deadline = jiffies + 2 * HZ;
-	bool was_active, drained;
-	unsigned int i;
-	int err = 0;
-
-	if (on == priv->napi_tx)
-		return 0;
-	if (!priv->vqs_ready)
-		return -ENODEV;
-
-	was_active = pvnet_pause(priv);
-
-	do {
-		drained = true;
-		for (i = 0; i < priv->max_queue_pairs; i++)
-			drained &= pvnet_tx_reap(&priv->txq[i]);
-		if (!drained)
-			usleep_range(500, 1000);
-	} while (!drained && time_before(jiffies, deadline));
-
-	if (drained) {
-		priv->napi_tx = on;
-	} else {
-		pvnet_config_err(priv->dev, extack,
-				 "the device did not complete pending transmits; tx mode unchanged");
-		err = -EBUSY;
-	}
-
-	pvnet_resume(priv, was_active);
-	return err;
-}
-
-static u64 pvnet_guest_offloads_for(struct pvnet_priv *priv,
-				    netdev_features_t features)
-{
-	u64 offloads = priv->guest_offloads_capable;
-
-	/* XDP sees whole, checksummed frames: no guest offloads at all. */
-	if (rcu_access_pointer(priv->xdp_prog))
-		return 0;
-	if (!(features & NETIF_F_RXCSUM))
-		offloads &= ~BIT_ULL(VIRTIO_NET_F_GUEST_CSUM);
-	/* pvnet_fix_features() already drops LRO/GRO_HW without RXCSUM. */
-	if (!(features & (NETIF_F_LRO | NETIF_F_GRO_HW)))
-		offloads &= ~PVNET_GUEST_GSO_MASK;
-	return offloads;
+	tot->tx_errors += atomic_long_read(&priv->dev_stats.tx_timeouts);
 }
 
 static netdev_features_t pvnet_fix_features(struct net_device *dev,
@@ -436,30 +66,6 @@ static netdev_features_t pvnet_fix_features(struct net_device *dev,
 	if (rcu_access_pointer(priv->xdp_prog))
 		features &= ~(NETIF_F_LRO | NETIF_F_GRO_HW);
 	return pvnet_tx_fix_features(dev, features);
-}
-
-/*
- * Tell the device which guest offloads @features (and an attached XDP
- * program) leave on, through VIRTIO_NET_CTRL_GUEST_OFFLOADS.  Under RTNL.
- */
-int pvnet_sync_guest_offloads(struct pvnet_priv *priv,
-			      netdev_features_t features)
-{
-	u64 offloads;
-	int err;
-
-	if (!virtio_has_feature(priv->vdev, VIRTIO_NET_F_CTRL_GUEST_OFFLOADS))
-		return 0;
-
-	offloads = pvnet_guest_offloads_for(priv, features);
-	if (offloads == priv->guest_offloads_enabled)
-		return 0;
-
-	err = pvnet_ctrl_set_guest_offloads(priv, offloads);
-	if (err)
-		return err;
-	priv->guest_offloads_enabled = offloads;
-	return 0;
 }
 
 /* ethtool -K rx / lro / rx-gro-hw / rxhash. */
@@ -520,12 +126,19 @@ static int pvnet_change_mtu(struct net_device *dev, int new_mtu)
 	return 0;
 }
 
+/*
+ * The watchdog saw a tx queue stopped for longer than watchdog_timeo.
+ * Notify and reap at once (a lost notification or interrupt is cured by
+ * that), and reset the device, which a queue the device stopped serving
+ * needs: the reset runs from a work item (pvnet_schedule_reset()), not
+ * here under the tx lock, and at most every few seconds.
+ */
 static void pvnet_tx_timeout(struct net_device *dev, unsigned int txqueue)
 {
 	struct pvnet_priv *priv = netdev_priv(dev);
 	struct pvnet_txq *txq;
 
-	atomic_long_inc(&priv->tx_timeouts);
+	atomic_long_inc(&priv->dev_stats.tx_timeouts);
 
 	if (txqueue >= priv->curr_queue_pairs || !priv->vqs_ready) {
 		netdev_err(dev, "tx timeout on queue %u\n", txqueue);
@@ -537,8 +150,8 @@ static void pvnet_tx_timeout(struct net_device *dev, unsigned int txqueue)
 		   txqueue, txq->vq->num_free,
 		   virtqueue_get_vring_size(txq->vq));
 
-	/* In case a notification or an interrupt got lost. */
 	pvnet_tx_recover(txq);
+	pvnet_schedule_reset(priv, "a tx queue made no progress");
 }
 
 static const struct net_device_ops pvnet_netdev_ops = {
@@ -687,92 +300,6 @@ static void pvnet_free_queues(struct pvnet_priv *priv)
 	priv->txq = NULL;
 	kfree(priv->rxq);
 	priv->rxq = NULL;
-}
-
-/*
- * Virtqueue layout (VIRTIO 1.2, 5.1.2): receiveqN = 2N, transmitqN =
- * 2N+1, then the control queue (index 2 * max_virtqueue_pairs with MQ,
- * 2 without).
- */
-static int pvnet_init_vqs(struct pvnet_priv *priv)
-{
-	unsigned int nvqs = priv->max_queue_pairs * 2 + !!priv->ctrl;
-	vq_callback_t **callbacks;
-	struct virtqueue **vqs;
-	const char **names;
-	unsigned int i;
-	int err = -ENOMEM;
-
-	vqs = kcalloc(nvqs, sizeof(*vqs), GFP_KERNEL);
-	callbacks = kcalloc(nvqs, sizeof(*callbacks), GFP_KERNEL);
-	names = kcalloc(nvqs, sizeof(*names), GFP_KERNEL);
-	if (!vqs || !callbacks || !names)
-		goto out;
-
-	for (i = 0; i < priv->max_queue_pairs; i++) {
-		callbacks[2 * i] = pvnet_rx_vq_done;
-		names[2 * i] = priv->rxq[i].name;
-		callbacks[2 * i + 1] = pvnet_tx_vq_done;
-		names[2 * i + 1] = priv->txq[i].name;
-	}
-	if (priv->ctrl) {
-		/* Polled: no callback. */
-		callbacks[nvqs - 1] = NULL;
-		names[nvqs - 1] = "control";
-	}
-
-	err = pvnet_find_vqs(priv->vdev, nvqs, vqs, callbacks, names);
-	if (err)
-		goto out;
-
-	for (i = 0; i < priv->max_queue_pairs; i++) {
-		priv->rxq[i].vq = vqs[2 * i];
-		priv->txq[i].vq = vqs[2 * i + 1];
-	}
-	if (priv->ctrl)
-		pvnet_ctrl_set_vq(priv, vqs[nvqs - 1]);
-	/* find_vqs creates the rings at the largest size the device allows. */
-	if (!priv->rx_ring_max) {
-		priv->rx_ring_max = virtqueue_get_vring_size(priv->rxq[0].vq);
-		priv->tx_ring_max = virtqueue_get_vring_size(priv->txq[0].vq);
-	}
-	priv->vqs_ready = true;
-
-out:
-	kfree(names);
-	kfree(callbacks);
-	kfree(vqs);
-	return err;
-}
-
-/*
- * Reset the device and free everything it still owns.  NAPI and the tx
- * queues must already be stopped.
- */
-static void pvnet_del_vqs(struct pvnet_priv *priv)
-{
-	struct virtio_device *vdev = priv->vdev;
-	unsigned int i;
-
-	if (!priv->vqs_ready)
-		return;
-
-	/* After the reset the device neither uses buffers nor interrupts. */
-	virtio_reset_device(vdev);
-
-	for (i = 0; i < priv->max_queue_pairs; i++) {
-		pvnet_rx_free_unused(&priv->rxq[i]);
-		pvnet_tx_free_unused(&priv->txq[i]);
-	}
-
-	vdev->config->del_vqs(vdev);
-
-	for (i = 0; i < priv->max_queue_pairs; i++) {
-		priv->rxq[i].vq = NULL;
-		priv->txq[i].vq = NULL;
-	}
-	pvnet_ctrl_set_vq(priv, NULL);
-	priv->vqs_ready = false;
 }
 
 static int pvnet_validate(struct virtio_device *vdev)
@@ -997,7 +524,7 @@ static int pvnet_probe(struct virtio_device *vdev)
 	INIT_DELAYED_WORK(&priv->refill, pvnet_refill_work);
 	spin_lock_init(&priv->config_lock);
 	INIT_WORK(&priv->config_work, pvnet_config_work);
-	atomic_long_set(&priv->tx_timeouts, 0);
+	pvnet_reset_init(priv);
 	vdev->priv = priv;
 
 	dev->netdev_ops = &pvnet_netdev_ops;
@@ -1042,7 +569,7 @@ static int pvnet_probe(struct virtio_device *vdev)
 		dev->hw_features &= ~NETIF_F_RXHASH;
 		dev->features &= ~NETIF_F_RXHASH;
 	}
-	pvnet_rx_init_xdp_metadata(priv);
+	pvnet_xdp_init_metadata(priv);
 
 	err = register_netdev(dev);
 	if (err) {
@@ -1053,11 +580,13 @@ static int pvnet_probe(struct virtio_device *vdev)
 	rtnl_lock();
 	pvnet_update_affinity(priv);
 	rtnl_unlock();
+	pvnet_cpuhp_add(priv);
 
 	if (pvnet_link_is_up(priv))
 		netif_carrier_on(dev);
 	/* The config work re-reads the status after any concurrent change. */
 	pvnet_config_enable(priv);
+	pvnet_reset_enable(priv);
 
 	dev_info(&vdev->dev,
 		 "%s: MAC %pM, mtu %u (max %u), queue pairs %u/%u, features 0x%llx, napi_tx %d\n",
@@ -1083,8 +612,10 @@ static void pvnet_remove(struct virtio_device *vdev)
 	struct pvnet_priv *priv = vdev->priv;
 	struct net_device *dev = priv->dev;
 
-	/* No more link status work from here on. */
+	/* No recovery reset, link status or affinity work from here on. */
+	pvnet_reset_disable(priv);
 	pvnet_config_disable(priv);
+	pvnet_cpuhp_remove(priv);
 
 	/* Closes the interface: NAPI and tx are stopped, refill cancelled. */
 	unregister_netdev(dev);
@@ -1132,6 +663,7 @@ static int pvnet_restore(struct virtio_device *vdev)
 	}
 
 	virtio_device_ready(vdev);
+	pvnet_apply_ring_sizes(priv);
 
 	/* A reset device uses one pair and all negotiated offloads. */
 	if (pvnet_rx_pairs(priv) > 1 &&
@@ -1175,12 +707,16 @@ static const unsigned int pvnet_features[] = {
 	VIRTIO_NET_F_GUEST_TSO6,
 	VIRTIO_NET_F_GUEST_ECN,
 	VIRTIO_NET_F_GUEST_UFO,
-	PVNET_F_GUEST_USO4,
-	PVNET_F_GUEST_USO6,
+#if PVNET_GUEST_USO
+	VIRTIO_NET_F_GUEST_USO4,
+	VIRTIO_NET_F_GUEST_USO6,
+#endif
 	VIRTIO_NET_F_HOST_TSO4,
 	VIRTIO_NET_F_HOST_TSO6,
 	VIRTIO_NET_F_HOST_ECN,
-	PVNET_F_HOST_USO,
+#if PVNET_HOST_USO
+	VIRTIO_NET_F_HOST_USO,
+#endif
 };
 
 static const struct virtio_device_id pvnet_id_table[] = {
@@ -1205,7 +741,25 @@ static struct virtio_driver pvnet_driver = {
 #endif
 };
 
-module_virtio_driver(pvnet_driver);
+static int __init pvnet_init(void)
+{
+	int err = pvnet_cpuhp_init();
+
+	if (err)
+		return err;
+	err = register_virtio_driver(&pvnet_driver);
+	if (err)
+		pvnet_cpuhp_exit();
+	return err;
+}
+module_init(pvnet_init);
+
+static void __exit pvnet_exit(void)
+{
+	unregister_virtio_driver(&pvnet_driver);
+	pvnet_cpuhp_exit();
+}
+module_exit(pvnet_exit);
 
 MODULE_LICENSE("GPL");
 MODULE_AUTHOR("pvnet developers");

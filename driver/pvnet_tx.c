@@ -28,7 +28,7 @@
 #include "pvnet.h"
 #include "pvnet_compat.h"
 
-static struct netdev_queue *pvnet_ntxq(struct pvnet_txq *txq)
+struct netdev_queue *pvnet_ntxq(struct pvnet_txq *txq)
 {
 	struct pvnet_priv *priv = txq->priv;
 
@@ -41,7 +41,8 @@ void pvnet_tx_vq_done(struct virtqueue *vq)
 	struct pvnet_txq *txq = &priv->txq[pvnet_txq_index(vq)];
 	struct netdev_queue *ntxq;
 
-	if (priv->napi_tx) {
+	/* Switched by ethtool -C with the data path paused (and drained). */
+	if (READ_ONCE(priv->napi_tx)) {
 		pvnet_vq_napi_schedule(&txq->napi, vq);
 		return;
 	}
@@ -59,7 +60,7 @@ void pvnet_tx_vq_done(struct virtqueue *vq)
 	}
 }
 
-static void pvnet_tx_kick(struct pvnet_txq *txq)
+void pvnet_tx_kick(struct pvnet_txq *txq)
 {
 	if (virtqueue_kick_prepare(txq->vq) && virtqueue_notify(txq->vq)) {
 		u64_stats_update_begin(&txq->stats.syncp);
@@ -85,8 +86,8 @@ void pvnet_tx_free_token(void *token)
 }
 
 /* Reclaim the buffers the device has finished with. */
-static void pvnet_tx_free_old(struct pvnet_txq *txq, struct netdev_queue *ntxq,
-			      int budget)
+void pvnet_tx_free_old(struct pvnet_txq *txq, struct netdev_queue *ntxq,
+		       int budget)
 {
 	unsigned int pkts = 0, bytes = 0, len;
 	struct sk_buff *skb;
@@ -96,6 +97,7 @@ static void pvnet_tx_free_old(struct pvnet_txq *txq, struct netdev_queue *ntxq,
 		if (pvnet_tx_token_is_xdp(token)) {
 			/* Not counted by BQL: only skbs are. */
 			xdp_return_frame(pvnet_tx_token_frame(token));
+			txq->xdp_inflight--;
 			continue;
 		}
 		skb = token;
@@ -108,26 +110,26 @@ static void pvnet_tx_free_old(struct pvnet_txq *txq, struct netdev_queue *ntxq,
 		netdev_tx_completed_queue(ntxq, pkts, bytes);
 }
 
-/* Stop the queue if another maximally fragmented skb might not fit. */
-static void pvnet_tx_maybe_stop(struct pvnet_txq *txq,
-				struct netdev_queue *ntxq)
+/*
+ * Stop the stack's queue for lack of descriptors and make sure something
+ * wakes it: with tx NAPI the armed interrupt runs the poll, which wakes
+ * it; without, the interrupt is armed here (delayed, for a batch of
+ * completions) and wakes it.  Buffers used meanwhile are reclaimed at
+ * once, which may restart the queue straight away.
+ */
+static void pvnet_tx_stop(struct pvnet_txq *txq, struct netdev_queue *ntxq)
 {
 	struct virtqueue *vq = txq->vq;
-
-	if (likely(vq->num_free >= PVNET_TX_STOP_THRESH))
-		return;
 
 	netif_tx_stop_queue(ntxq);
 	u64_stats_update_begin(&txq->stats.syncp);
 	u64_stats_inc(&txq->stats.stops);
 	u64_stats_update_end(&txq->stats.syncp);
 
-	/* With tx NAPI the interrupt is armed and the poll wakes the queue. */
 	if (txq->priv->napi_tx)
 		return;
 
 	if (unlikely(!virtqueue_enable_cb_delayed(vq))) {
-		/* More buffers were used meanwhile: reclaim and re-check. */
 		pvnet_tx_free_old(txq, ntxq, 0);
 		if (vq->num_free >= PVNET_TX_STOP_THRESH) {
 			virtqueue_disable_cb(vq);
@@ -135,6 +137,22 @@ static void pvnet_tx_maybe_stop(struct pvnet_txq *txq,
 			pvnet_tx_count_wake(txq);
 		}
 	}
+}
+
+/* Stop the queue if another maximally fragmented skb might not fit. */
+void pvnet_tx_maybe_stop(struct pvnet_txq *txq, struct netdev_queue *ntxq)
+{
+	if (unlikely(txq->vq->num_free < PVNET_TX_STOP_THRESH))
+		pvnet_tx_stop(txq, ntxq);
+}
+
+/*
+ * Descriptors @skb may take: the header and linear part share one, each
+ * page fragment takes one (one in all with indirect descriptors).
+ */
+static unsigned int pvnet_tx_descs(const struct sk_buff *skb)
+{
+	return skb_shinfo(skb)->nr_frags + 1;
 }
 
 /* What one queued skb stands for, for the statistics. */
@@ -280,6 +298,23 @@ netdev_tx_t pvnet_start_xmit(struct sk_buff *skb, struct net_device *dev)
 	/* Reclaim first; without tx NAPI this is the only place it happens. */
 	pvnet_tx_free_old(txq, ntxq, 0);
 
+	/*
+	 * The queue is awake only with room for a maximal skb (XDP frames
+	 * on a shared queue leave that room too), but a wake may race a
+	 * ring that filled meanwhile: hand the skb back instead of dropping
+	 * it; the qdisc sends it again once the queue is woken.
+	 */
+	if (unlikely(txq->vq->num_free < pvnet_tx_descs(skb))) {
+		pvnet_tx_stop(txq, ntxq);
+		if (netif_tx_queue_stopped(ntxq)) {
+			u64_stats_update_begin(&txq->stats.syncp);
+			u64_stats_inc(&txq->stats.requeues);
+			u64_stats_update_end(&txq->stats.syncp);
+			pvnet_tx_kick(txq);
+			return NETDEV_TX_BUSY;
+		}
+	}
+
 	if (unlikely(READ_ONCE(txq->woken))) {
 		WRITE_ONCE(txq->woken, false);
 		pvnet_tx_count_wake(txq);
@@ -330,16 +365,23 @@ int pvnet_tx_poll(struct napi_struct *napi, int budget)
 	struct pvnet_txq *txq = container_of(napi, struct pvnet_txq, napi);
 	struct netdev_queue *ntxq = pvnet_ntxq(txq);
 
+	/*
+	 * The tx vq is shared with start_xmit and XDP transmit: reaping,
+	 * re-arming and completing all happen under the tx queue lock.
+	 */
 	__netif_tx_lock(ntxq, raw_smp_processor_id());
 	pvnet_tx_free_old(txq, ntxq, budget);
+	/* See pvnet_rx_poll(): a broken vq takes a device reset. */
+	if (unlikely(virtqueue_is_broken(txq->vq)))
+		pvnet_schedule_reset(txq->priv,
+				     "the device returned a tx buffer it was never given");
 	if (netif_tx_queue_stopped(ntxq) && netif_running(txq->priv->dev) &&
 	    txq->vq->num_free >= PVNET_TX_STOP_THRESH) {
 		netif_tx_wake_queue(ntxq);
 		pvnet_tx_count_wake(txq);
 	}
-	__netif_tx_unlock(ntxq);
-
 	pvnet_vq_napi_complete(napi, txq->vq, 0);
+	__netif_tx_unlock(ntxq);
 	return 0;
 }
 
@@ -396,85 +438,6 @@ void pvnet_tx_open_xdp(struct pvnet_txq *txq)
 }
 
 /*
- * Queue one XDP frame: the virtio-net header (all zero: no offloads) goes
- * into the frame's headroom, the data and any fragments follow.
- */
-static int pvnet_tx_add_xdp(struct pvnet_txq *txq, struct xdp_frame *xdpf)
-{
-	unsigned int i, nr_frags = 0, hdr_len = txq->priv->hdr_len;
-	struct skb_shared_info *sinfo = NULL;
-	struct scatterlist *sg = txq->sg;
-
-	if (pvnet_xdp_frame_has_frags(xdpf)) {
-		sinfo = xdp_get_shared_info_from_frame(xdpf);
-		nr_frags = sinfo->nr_frags;
-	}
-	if (unlikely(xdpf->headroom < hdr_len ||
-		     nr_frags + 1 > ARRAY_SIZE(txq->sg)))
-		return -EOVERFLOW;
-	if (unlikely(txq->vq->num_free < nr_frags + 1))
-		return -ENOSPC;
-
-	xdpf->data -= hdr_len;
-	xdpf->len += hdr_len;
-	xdpf->headroom -= hdr_len;
-	memset(xdpf->data, 0, hdr_len);
-
-	sg_init_table(sg, nr_frags + 1);
-	sg_set_buf(&sg[0], xdpf->data, xdpf->len);
-	for (i = 0; i < nr_frags; i++) {
-		skb_frag_t *frag = &sinfo->frags[i];
-
-		sg_set_page(&sg[i + 1], skb_frag_page(frag),
-			    skb_frag_size(frag), skb_frag_off(frag));
-	}
-
-	return virtqueue_add_outbuf(txq->vq, sg, nr_frags + 1,
-				    (void *)((unsigned long)xdpf |
-					     PVNET_TX_XDP), GFP_ATOMIC);
-}
-
-/*
- * Send XDP frames (XDP_TX or redirected here) on this CPU's XDP tx queue:
- * its own pair when there are XDP pairs, else one of the stack's queues.
- * Either way under that queue's tx lock, which also serializes with the
- * stack's xmit and the tx NAPI.  Returns how many frames were queued; the
- * caller owns the rest.  Called with BH disabled.
- */
-int pvnet_xdp_xmit_frames(struct pvnet_priv *priv, struct xdp_frame **frames,
-			  int n, bool kick)
-{
-	unsigned int cpu = smp_processor_id();
-	struct netdev_queue *ntxq;
-	struct pvnet_txq *txq;
-	unsigned int q;
-	int sent = 0;
-
-	if (priv->xdp_queue_pairs)
-		q = priv->curr_queue_pairs + cpu % priv->xdp_queue_pairs;
-	else
-		q = cpu % priv->curr_queue_pairs;
-	txq = &priv->txq[q];
-	ntxq = netdev_get_tx_queue(priv->dev, q);
-
-	__netif_tx_lock(ntxq, cpu);
-	/* XDP-only queues are reaped here, and nowhere else while in use. */
-	pvnet_tx_free_old(txq, ntxq, 0);
-	while (sent < n && !pvnet_tx_add_xdp(txq, frames[sent]))
-		sent++;
-
-	u64_stats_update_begin(&txq->stats.syncp);
-	u64_stats_add(&txq->stats.xdp_tx, sent);
-	u64_stats_add(&txq->stats.xdp_tx_drops, n - sent);
-	u64_stats_update_end(&txq->stats.syncp);
-
-	if (kick && sent)
-		pvnet_tx_kick(txq);
-	__netif_tx_unlock(ntxq);
-	return sent;
-}
-
-/*
  * Watchdog recovery for a queue that stopped making progress: notify the
  * device of what is queued and reclaim what it has completed, through
  * NAPI or here.
@@ -486,7 +449,9 @@ void pvnet_tx_recover(struct pvnet_txq *txq)
 
 	__netif_tx_lock_bh(ntxq);
 	virtqueue_notify(txq->vq);
-	if (!priv->napi_tx) {
+	if (priv->napi_tx) {
+		pvnet_vq_napi_schedule(&txq->napi, txq->vq);
+	} else {
 		pvnet_tx_free_old(txq, ntxq, 0);
 		if (netif_tx_queue_stopped(ntxq) &&
 		    txq->vq->num_free >= PVNET_TX_STOP_THRESH) {
@@ -496,12 +461,6 @@ void pvnet_tx_recover(struct pvnet_txq *txq)
 		}
 	}
 	__netif_tx_unlock_bh(ntxq);
-
-	if (priv->napi_tx) {
-		local_bh_disable();
-		pvnet_vq_napi_schedule(&txq->napi, txq->vq);
-		local_bh_enable();
-	}
 }
 
 /*
@@ -527,6 +486,7 @@ void pvnet_tx_free_unused(struct pvnet_txq *txq)
 
 	while ((token = virtqueue_detach_unused_buf(txq->vq)))
 		pvnet_tx_free_token(token);
+	txq->xdp_inflight = 0;
 
 	netdev_tx_reset_queue(pvnet_ntxq(txq));
 }

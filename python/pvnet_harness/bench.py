@@ -22,7 +22,6 @@ This is a measurement, never a test: nothing here asserts on a number.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import platform
 import re
@@ -42,7 +41,7 @@ from .demo import iperf_mbps
 from .guest import GuestError, Profile, choose_accel, load_profile, vhost_usable
 from .netlab import NetLab
 from .testbed import DUT_V4, HOST_V4, TestBed, parse_ethtool_sections, queue_sum
-from .traffic import FloodCatcher, blast_frames, udp_flood_frames
+from .traffic import Blaster, FloodCatcher, udp_flood_frames
 from .util import CommandError, progress, run
 from .xdp import XDP_TEST_PORT, GuestXdp
 
@@ -536,9 +535,6 @@ class BenchRun:
         host_mac = bed.net.run(["cat", "/sys/class/net/br0/address"]).strip()
         frames = [bytes(f) for f in udp_flood_frames(host_mac, bed.dut_mac, HOST_V4, DUT_V4, 256,
                                                      dport=XDP_TEST_PORT, size=UDP_PAYLOAD)]
-        # the flood runs in its own process: a thread would share the GIL with the catcher
-        mp = multiprocessing.get_context("fork")
-        stop = mp.Event()
         with self.xdp.attached(dev, prog), \
                 FloodCatcher(bed.net, bed.dut_tap, XDP_TEST_PORT, len(frames)) as back:
 
@@ -551,19 +547,11 @@ class BenchRun:
                 drops = queue_sum(bed.ethtool_stats(), "rx", "xdp_drops")
                 return drops, (t0 + time.monotonic()) / 2
 
-            sender = mp.Process(target=blast_frames, daemon=True,
-                                args=(bed.net, bed.dut_tap, frames, stop))
-            sender.start()
-            try:
+            with Blaster(bed.net, bed.dut_tap, frames):
                 time.sleep(XDP_WARMUP)
                 n1, t1 = count()
                 time.sleep(self.duration)
                 n2, t2 = count()
-            finally:
-                stop.set()
-                sender.join(30)
-                if sender.is_alive():
-                    sender.kill()
         time.sleep(1)  # let the guest drain the tap's backlog before the next run
         return (n2 - n1) / (t2 - t1)
 

@@ -7,6 +7,7 @@ All sockets are opened inside the harness netns (NetLab.entered()) and only ever
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import socket
 import struct
 import threading
@@ -617,3 +618,27 @@ def blast_frames(lab: NetLab, iface: str, frames: list[bytes], stop: StopFlag) -
                     continue
                 sent += 1
     return sent
+
+
+class Blaster:
+    """blast_frames() in a process of its own (a thread would share the GIL with the test's
+    receivers and slow them down) while the `with` block runs; stopped, then killed by its PID
+    if it does not stop."""
+
+    def __init__(self, lab: NetLab, iface: str, frames: list[bytes]) -> None:
+        mp = multiprocessing.get_context("fork")
+        self._stop = mp.Event()
+        self._proc = mp.Process(target=blast_frames, daemon=True,
+                                args=(lab, iface, frames, self._stop))
+
+    def __enter__(self) -> Self:
+        self._proc.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._proc.join(30)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(5)
+

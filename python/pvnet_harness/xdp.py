@@ -21,7 +21,8 @@ from .guest import CmdResult, Guest
 # Must match tests/bpf/xdp_common.h (tests/unit/test_bpf.py checks both).
 XDP_TEST_PORT = 9
 # Slots of the programs' xdp_counts map, in order (enum xdp_counter in xdp_common.h).
-COUNTERS = ("hit", "pass", "head_ok", "head_fail", "tail_ok", "tail_fail", "corrupt")
+COUNTERS = ("hit", "pass", "head_ok", "head_fail", "tail_ok", "tail_fail", "corrupt",
+            "meta_fail")
 GUEST_DIR = "/mnt/work/bpf"  # the work share's bpf/ folder as the guest sees it
 # Entries of the rx_hashes map of tests/bpf/rx_hash.h (RX_HASH_SLOTS there).
 RX_HASH_SLOTS = 4096

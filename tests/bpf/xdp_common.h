@@ -30,6 +30,7 @@ enum xdp_counter {
 	CNT_TAIL_OK = 4,	/* xdp_pass_adjust: adjust_tail +M/-M round trips done */
 	CNT_TAIL_FAIL = 5,	/* ... grow refused (no tailroom: allowed, only counted) */
 	CNT_CORRUPT = 6,	/* headers differ after a round trip (must stay 0) */
+	CNT_META_FAIL = 7,	/* xdp_meta: bpf_xdp_adjust_meta() refused */
 	CNT_MAX = 8,
 };
 
@@ -61,20 +62,32 @@ static __always_inline struct iphdr *ipv4_hdr(void *data, void *data_end)
 	return ip;
 }
 
-/* Whether the frame is a test frame: IPv4, UDP, destination port XDP_TEST_PORT. */
-static __always_inline int is_test_udp(struct xdp_md *ctx)
+/*
+ * The UDP header of a test frame (IPv4, UDP, destination port XDP_TEST_PORT) at data, or
+ * NULL. For XDP and tc programs alike.
+ */
+static __always_inline struct udphdr *test_udp(void *data, void *data_end)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	struct iphdr *ip = ipv4_hdr(data, data_end);
 	struct udphdr *udp;
 
 	if (!ip || ip->protocol != IPPROTO_UDP)
-		return 0;
+		return NULL;
 	udp = (void *)ip + ip->ihl * 4;
-	if ((void *)(udp + 1) > data_end)
-		return 0;
-	return udp->dest == bpf_htons(XDP_TEST_PORT);
+	if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons(XDP_TEST_PORT))
+		return NULL;
+	return udp;
+}
+
+static __always_inline struct udphdr *test_udp_hdr(struct xdp_md *ctx)
+{
+	return test_udp((void *)(long)ctx->data, (void *)(long)ctx->data_end);
+}
+
+/* Whether the frame is a test frame. */
+static __always_inline int is_test_udp(struct xdp_md *ctx)
+{
+	return test_udp_hdr(ctx) != NULL;
 }
 
 /* Counts a frame as a test frame (CNT_HIT) or another one (CNT_PASS); returns which. */

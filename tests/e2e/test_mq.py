@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -223,6 +224,39 @@ def test_channels_rings_and_tx_mode_under_traffic(bed_mq: TestBed, tmp_path: Pat
     link, stats = bed_mq.stats_snapshot()
     for d in ("rx", "tx"):
         assert queue_sum(stats, d, "packets") == link[f"{d}_packets"], d
+
+
+def _xps_maps(bed: TestBed) -> dict[int, int]:
+    dev = bed.dut_if()
+    return {q: int(bed.g.sh(f"cat /sys/class/net/{dev}/queues/tx-{q}/xps_cpus")
+                   .replace(",", ""), 16) for q in range(QUEUES)}
+
+
+def _wait_xps(bed: TestBed, want: dict[int, int], timeout: float = 20) -> dict[int, int]:
+    deadline = time.monotonic() + timeout
+    got = _xps_maps(bed)
+    while got != want and time.monotonic() < deadline:
+        time.sleep(0.5)
+        got = _xps_maps(bed)
+    return got
+
+
+def test_cpu_offline_and_online_respread_queues_under_traffic(bed_mq: TestBed,
+                                                              tmp_path: Path) -> None:
+    """CPUs 2 and 3 go offline and come back while TCP streams run both ways: XPS follows the
+    online CPUs every time (with 2 CPUs for 4 pairs, pairs 2 and 3 share CPUs 0 and 1), and
+    the streams arrive byte for byte."""
+    cpu = "/sys/devices/system/cpu/cpu{}/online"
+    finish = _start_transfers(bed_mq, tmp_path, 24 * MIB)
+    try:
+        bed_mq.g.sh(f"sleep 0.5; echo 0 > {cpu.format(3)}; echo 0 > {cpu.format(2)}")
+        offline = _wait_xps(bed_mq, {0: 0b01, 1: 0b10, 2: 0b01, 3: 0b10})
+    finally:
+        bed_mq.g.sh(f"echo 1 > {cpu.format(2)}; echo 1 > {cpu.format(3)}")
+    online = _wait_xps(bed_mq, {q: 1 << q for q in range(QUEUES)})
+    finish()
+    assert offline == {0: 0b01, 1: 0b10, 2: 0b01, 3: 0b10}, f"XPS with CPUs 2, 3 offline: {offline}"
+    assert online == {q: 1 << q for q in range(QUEUES)}, f"XPS with all CPUs back: {online}"
 
 
 def test_tx_frames_reported_and_validated(bed_mq: TestBed) -> None:

@@ -43,9 +43,22 @@ from pvnet_harness.testbed import (
     queue_counter,
     queue_sum,
 )
-from pvnet_harness.traffic import FloodCatcher, send_frames, send_paced, udp_flood_frames
+from pvnet_harness.traffic import (
+    Blaster,
+    FloodCatcher,
+    TcpSink,
+    send_frames,
+    send_paced,
+    udp_flood_frames,
+)
 from pvnet_harness.transfer import start_both_ways
-from pvnet_harness.xdp import XDP_TEST_PORT, GuestXdp, header_define
+from pvnet_harness.xdp import (
+    COUNTERS,
+    XDP_TEST_PORT,
+    GuestXdp,
+    header_define,
+    parse_percpu_dump,
+)
 from scapy.packet import Packet
 
 pytestmark = pytest.mark.qemu
@@ -342,6 +355,72 @@ def test_redirect_cpumap_reaches_the_stack(bed_xdp: TestBed, progs: BpfPrograms)
     assert redirects == N
 
 
+def test_tx_flood_on_shared_queues_leaves_the_stack_its_share(bed_xdp: TestBed,
+                                                              progs: BpfPrograms) -> None:
+    """An XDP_TX reflector fed by a host flood as fast as the host sends shares the one tx
+    queue the stack uses (1 pair on 2 vCPUs: no spare pairs for XDP): the guest's own TCP
+    stream to the host still completes byte for byte, and the stack loses no skb to the ring
+    the reflector fills (XDP frames beyond their share are refused and counted instead).
+    A 64-entry tx ring, where the build can resize rings, makes the flood fill it."""
+    _pvnet_only("keeps a share of a shared tx queue for the stack")
+    bed, x = bed_xdp, GuestXdp(bed_xdp.g, progs)
+    dev, size, port = bed.dut_if(), 4 * MIB, 5411
+    frames = [bytes(f) for f in _flood(bed, 256)]
+    bed.g.sh(f"head -c {size} /dev/urandom > /tmp/fair.bin")
+    want = bed.sha256("/tmp/fair.bin")
+    # a small tx ring (where the build can resize) fills at the flood rates of this host
+    maxima, _ = bed.ethtool_sections("-g")
+    small = bed.has("virtqueue_resize") or bed.has("virtqueue_resize_done")
+    bed.g.sh(f"ethtool -L {dev} combined 1" + (f" && ethtool -G {dev} tx 64" if small else ""))
+    try:
+        before = bed.ethtool_stats()
+        with x.attached(dev, "xdp_tx_swap"), Blaster(bed.net, bed.dut_tap, frames):
+            _wait_delta(bed, before, "rx", "xdp_tx", 1000, timeout=60)
+            sink = TcpSink(bed.net, HOST_V4, port).start()
+            bed.g.sh(f"socat -u OPEN:/tmp/fair.bin TCP:{HOST_V4}:{port} >/tmp/fair.log 2>&1 & "
+                     f"echo $! > /tmp/fair.pid")
+            bed.wait_job("fair", 240)
+            got = sink.wait(60)
+            moved = {c: _delta(bed, before, "tx", c)
+                     for c in ("drops", "xdp_tx", "xdp_tx_drops")}
+    finally:
+        bed.g.sh(f"ethtool -L {dev} combined 2; rm -f /tmp/fair.bin" +
+                 (f"; ethtool -G {dev} tx {maxima['TX']}" if small else ""))
+    assert sink.nbytes == size and got == want, "guest->host stream damaged"
+    assert moved["drops"] == 0, f"the stack lost skbs to the XDP flood: {moved}"
+    assert moved["xdp_tx"] > 0, f"the reflector sent nothing during the stream: {moved}"
+
+
+def test_pass_keeps_metadata_for_tc(bed_xdp: TestBed, progs: BpfPrograms) -> None:
+    """XDP_PASS with metadata (bpf_xdp_adjust_meta): every test frame reaches tc ingress with
+    the metadata the XDP program wrote in front of it (__sk_buff->data_meta)."""
+    _pvnet_only("virtio_net's XDP_PASS keeps metadata only in some buffer layouts")
+    bed, x = bed_xdp, GuestXdp(bed_xdp.g, progs)
+    dev = bed.dut_if()
+    bed.g.sh(f"tc qdisc replace dev {dev} clsact && "
+             f"tc filter add dev {dev} ingress bpf direct-action obj {x.obj('tc_meta')} sec tc")
+    try:
+        tc_map = x.prog_map_id("tc_meta", "xdp_counts")
+
+        def tc_counts() -> dict[str, int]:
+            raw = parse_percpu_dump(bed.g.sh(f"bpftool -j map dump id {tc_map}"))
+            return {name: raw.get(i, 0) for i, name in enumerate(COUNTERS)}
+
+        with x.attached(dev, "xdp_meta"):
+            send_frames(bed.net, bed.dut_tap, _flood(bed, 500))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                xdp, tc = x.counters(dev), tc_counts()
+                if xdp["hit"] and tc["hit"] + tc["corrupt"] >= xdp["hit"]:
+                    break
+                time.sleep(0.5)
+    finally:
+        bed.g.sh(f"tc qdisc del dev {dev} clsact")
+    assert xdp["hit"] > 0 and xdp["meta_fail"] == 0, xdp
+    assert tc["corrupt"] == 0, f"test frames at tc without the XDP metadata: {tc}"
+    assert tc["hit"] == xdp["hit"], (xdp, tc)
+
+
 # ---------------------------------------------------------------- pass, adjust, attach cycles
 
 
@@ -369,7 +448,7 @@ CYCLES = 100
 #   (27 MiB) on the 6.1 guest; they filled by 16-22 MiB during the cycles in a probe run, which
 #   was the whole drop in MemAvailable that earlier made this check fail at 100 cycles;
 # - the rx page_pools (pvnet built with page_pool_frag): the pages posted to each ring plus up to
-#   PVNET_RX_POOL_SIZE (driver/pvnet_rx.c) + PP_ALLOC_CACHE_SIZE (the kernel's) cached, which
+#   PVNET_RX_POOL_SIZE (driver/pvnet_rx.h) + PP_ALLOC_CACHE_SIZE (the kernel's) cached, which
 #   pvnet's `rx_queue_<q>_pool_pages` gauge reports. Unbinding the DUT destroys its pools: then
 #   every one of those pages must be back in the page allocator.
 PAGE_KIB = 4

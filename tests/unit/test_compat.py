@@ -83,6 +83,23 @@ def test_no_version_number_guards() -> None:
                 pytest.fail(f"{p.name}:{n}: version-number guard: {line.strip()}")
 
 
+FEATURE_DEFINE_RE = re.compile(r"^#define\s+(\w+)\s+(VIRTIO_(?:NET_)?F_\w+)\s*$", re.M)
+
+
+def test_no_macro_names_one_feature_bit_for_another() -> None:
+    """A fallback must not give a feature the bit of another: a macro named after one
+    feature that expands to a different VIRTIO_*_F_* bit (a USO name standing for
+    GUEST_TSO4 on a kernel without USO) turns "clear USO" into "clear TSO". Where a kernel
+    lacks a bit, the compat header offers helpers that answer "absent" instead."""
+    wrong = []
+    for p in driver_files():
+        for name, value in FEATURE_DEFINE_RE.findall(p.read_text()):
+            feature = value.split("_F_", 1)[1]
+            if not name.endswith(feature):
+                wrong.append(f"{p.name}: {name} -> {value}")
+    assert not wrong, wrong
+
+
 def test_probes_have_license_and_purpose() -> None:
     for p in COMPAT.glob("*.c"):
         lines = p.read_text().splitlines()
