@@ -25,7 +25,12 @@ from .util import log, progress
 BAD_DMESG = re.compile(
     r"WARNING:|BUG:|Oops|refcount_t|unregister_netdevice: waiting|NETDEV WATCHDOG|"
     r"general protection fault|Kernel panic|list_del corruption|UBSAN|KASAN|"
-    r"kernel BUG|soft lockup|hung_task|page allocation failure"
+    r"kernel BUG|soft lockup|hung_task|page allocation failure|"
+    # lockdep, RCU and might_sleep reports of a debug kernel (their headers also say WARNING:
+    # or BUG:, named here so a reworded header still fails), debugobjects
+    r"possible circular locking dependency|possible recursive locking|"
+    r"inconsistent lock state|suspicious RCU usage|irq lock inversion|"
+    r"sleeping function called from invalid context|scheduling while atomic|ODEBUG:"
 )
 MAX_CMD = 3500  # keep well under the tty's 4095-byte canonical line
 
@@ -45,6 +50,16 @@ class NicSpec:
     host_mtu: int | None = None
     # Extra virtio-net-pci properties, e.g. {"mrg_rxbuf": "off", "guest_tso4": "off"}.
     props: dict[str, str] = field(default_factory=dict)
+    # "tap" (QEMU opens the tap) or "vhost-user" (a back-end process owns the data queues,
+    # pvnet_harness.vhost_user; it forwards to the tap). The bed fills in `socket`.
+    backend: str = "tap"
+    socket: str = ""
+
+    @property
+    def vhost_user(self) -> bool:
+        if self.backend not in ("tap", "vhost-user"):
+            raise ValueError(f"NIC {self.id}: backend must be tap or vhost-user, not {self.backend!r}")
+        return self.backend == "vhost-user"
 
     @property
     def pci(self) -> str:
@@ -158,6 +173,9 @@ def qemu_argv(
     # harness, which stops the guest and fails with them (Guest.run).
     cmdline = ("console=ttyS0 quiet loglevel=1 panic=-1 softlockup_panic=1 panic_print=0x20 "
                f"net.ifnames=0 {extra}").strip()
+    for n in profile.nics:
+        if n.vhost_user and not n.socket:
+            raise ValueError(f"NIC {n.id} is on vhost-user but has no socket path")
     text = render(
         "qemu-args.j2",
         machine=profile.machine,
@@ -170,6 +188,7 @@ def qemu_argv(
         workdir=workdir,
         nics=profile.nics,
         vhost=vhost_usable(accel),
+        vhost_user=any(n.vhost_user for n in profile.nics),
     )
     return ["qemu-system-x86_64", *[ln for ln in text.splitlines() if ln.strip()]]
 
