@@ -21,13 +21,31 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
+from pvnet_harness.bpf import build_all
 from pvnet_harness.guest import Guest
+from pvnet_harness.kernels import KernelTree
 from pvnet_harness.testbed import HOST_V4, TestBed, parse_ethtool_features
+from pvnet_harness.xdp import GuestXdp
 
 pytestmark = pytest.mark.qemu
 
 FAIL_FUNCTION = "/sys/kernel/debug/fail_function"
 EINVAL, ENOMEM, ETIMEDOUT = 22, 12, 110
+
+
+@pytest.fixture(scope="module")
+def bed_inject(kernel_tree: KernelTree, make_bed: Callable[..., TestBed]) -> Iterator[TestBed]:
+    """The standard bed, booted only when the kernel's config has function error injection
+    (no guest is booted just to skip every test)."""
+    config = kernel_tree.config
+    if config.exists():
+        text = config.read_text()
+        missing = [o for o in ("CONFIG_FUNCTION_ERROR_INJECTION", "CONFIG_FAIL_FUNCTION")
+                   if f"{o}=y" not in text]
+        if missing:
+            pytest.skip(f"the kernel has no {' or '.join(missing)} ({config.name})")
+    with make_bed() as tb:
+        yield tb
 
 
 def _skip_without_injection(bed: TestBed, function: str) -> None:
@@ -93,11 +111,12 @@ CALLERS: dict[str, tuple[Callable[[str], str], Callable[[TestBed], object], str]
 
 
 @pytest.mark.parametrize("caller", sorted(CALLERS))
-def test_refused_control_command_fails_cleanly_and_the_next_works(bed: TestBed,
+def test_refused_control_command_fails_cleanly_and_the_next_works(bed_inject: TestBed,
                                                                   caller: str) -> None:
     """The device refuses one command (VIRTIO_NET_ERR): the ethtool call fails (EINVAL where
     ethtool shows the errno), the setting stays as it was, ctrl_fails counts it, and the
     same call then succeeds."""
+    bed = bed_inject
     _skip_without_injection(bed, "pvnet_ctrl_exchange")
     command, read, says = CALLERS[caller]
     dev = bed.dut_if()
@@ -116,10 +135,33 @@ def test_refused_control_command_fails_cleanly_and_the_next_works(bed: TestBed,
     bed.g.sh(f"ethtool -L {dev} combined 2; ethtool -K {dev} lro on")
 
 
-def test_unanswered_control_command_resets_the_device_and_keeps_settings(bed: TestBed) -> None:
+def test_refused_control_command_fails_xdp_attach_cleanly(bed_inject: TestBed) -> None:
+    """Attaching a program turns the guest offloads off (a control command): refused by the
+    device, the attach fails with the reason in its extack, no program is attached, LRO stays
+    on, traffic flows, and the attach then works."""
+    bed = bed_inject
+    _skip_without_injection(bed, "pvnet_ctrl_exchange")
+    x = GuestXdp(bed.g, build_all())
+    x.install()
+    dev = bed.dut_if()
+    assert _lro(bed)
+    with injected(bed.g, "pvnet_ctrl_exchange", EINVAL):
+        res = x.attach(dev, "xdp_pass", check=False)
+    assert res.rc != 0, f"attach succeeded although the device refused: {res.out}"
+    assert "refused to change its guest offloads" in res.out, res.out
+    assert x.prog_id(dev) is None, "a program is attached after the failed attach"
+    assert _lro(bed), "LRO went off although the attach failed"
+    _reachable(bed)
+    with x.attached(dev, "xdp_pass"):
+        _reachable(bed)
+    assert _lro(bed)
+
+
+def test_unanswered_control_command_resets_the_device_and_keeps_settings(bed_inject: TestBed) -> None:
     """The device does not answer one command: the call fails with ETIMEDOUT, ctrl_timeouts
     counts it, pvnet resets the device once (device_resets), the settings made before (one
     queue pair, LRO off) are applied again, traffic flows, and commands work again."""
+    bed = bed_inject
     _skip_without_injection(bed, "pvnet_ctrl_exchange")
     dev = bed.dut_if()
     bed.g.sh(f"ethtool -L {dev} combined 1 && ethtool -K {dev} lro off")
@@ -139,10 +181,11 @@ def test_unanswered_control_command_resets_the_device_and_keeps_settings(bed: Te
     _reachable(bed)
 
 
-def test_failed_ring_resize_rolls_every_ring_back(bed: TestBed) -> None:
+def test_failed_ring_resize_rolls_every_ring_back(bed_inject: TestBed) -> None:
     """The third virtqueue resize of an `ethtool -G` fails (rx and tx of pair 0 were already
     resized): the call fails with ENOMEM, every ring keeps its old size (ethtool -g, and
     traffic on every queue), no device reset was needed, and the same -G then works."""
+    bed = bed_inject
     _skip_without_injection(bed, "pvnet_vq_resize")
     if not (bed.has("virtqueue_resize") or bed.has("virtqueue_resize_done")):
         pytest.skip("this build cannot resize virtqueues")

@@ -361,17 +361,20 @@ def test_tx_flood_on_shared_queues_leaves_the_stack_its_share(bed_xdp: TestBed,
     queue the stack uses (1 pair on 2 vCPUs: no spare pairs for XDP): the guest's own TCP
     stream to the host still completes byte for byte, and the stack loses no skb to the ring
     the reflector fills (XDP frames beyond their share are refused and counted instead).
-    A 64-entry tx ring, where the build can resize rings, makes the flood fill it."""
+    A 64-entry tx ring makes the flood fill it."""
     _pvnet_only("keeps a share of a shared tx queue for the stack")
     bed, x = bed_xdp, GuestXdp(bed_xdp.g, progs)
     dev, size, port = bed.dut_if(), 4 * MIB, 5411
     frames = [bytes(f) for f in _flood(bed, 256)]
     bed.g.sh(f"head -c {size} /dev/urandom > /tmp/fair.bin")
     want = bed.sha256("/tmp/fair.bin")
-    # a small tx ring (where the build can resize) fills at the flood rates of this host
+    # Only a small tx ring fills at the flood rates of this host; with the device's 256
+    # entries the guest's rx saturates first, the host's ACKs are lost among the flood and
+    # the stream stalls whatever the tx side does (seen on 5.10, single-threaded TCG).
+    if not (bed.has("virtqueue_resize") or bed.has("virtqueue_resize_done")):
+        pytest.skip("needs a tx ring the flood can fill: this build cannot resize rings")
     maxima, _ = bed.ethtool_sections("-g")
-    small = bed.has("virtqueue_resize") or bed.has("virtqueue_resize_done")
-    bed.g.sh(f"ethtool -L {dev} combined 1" + (f" && ethtool -G {dev} tx 64" if small else ""))
+    bed.g.sh(f"ethtool -L {dev} combined 1 && ethtool -G {dev} tx 64")
     try:
         before = bed.ethtool_stats()
         with x.attached(dev, "xdp_tx_swap"), Blaster(bed.net, bed.dut_tap, frames):
@@ -384,8 +387,8 @@ def test_tx_flood_on_shared_queues_leaves_the_stack_its_share(bed_xdp: TestBed,
             moved = {c: _delta(bed, before, "tx", c)
                      for c in ("drops", "xdp_tx", "xdp_tx_drops")}
     finally:
-        bed.g.sh(f"ethtool -L {dev} combined 2; rm -f /tmp/fair.bin" +
-                 (f"; ethtool -G {dev} tx {maxima['TX']}" if small else ""))
+        bed.g.sh(f"ethtool -L {dev} combined 2; ethtool -G {dev} tx {maxima['TX']}; "
+                 "rm -f /tmp/fair.bin")
     assert sink.nbytes == size and got == want, "guest->host stream damaged"
     assert moved["drops"] == 0, f"the stack lost skbs to the XDP flood: {moved}"
     assert moved["xdp_tx"] > 0, f"the reflector sent nothing during the stream: {moved}"
