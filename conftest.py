@@ -9,7 +9,7 @@ import pytest
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--kernel", default=os.environ.get("PVNET_KERNEL", "6.1"),
-                     help="kernel line for e2e tests: 5.10, 6.1, 6.12 or 7")
+                     help="kernel line for e2e tests: 5.10, 6.1, 6.12, 7 or a debug line (6.12-debug)")
     parser.addoption("--accel", default=os.environ.get("PVNET_ACCEL", "auto"),
                      help="QEMU accelerator: auto (KVM only with kvm_intel/kvm_amd), kvm, tcg")
     parser.addoption("--offline", action="store_true", default=False,

@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT / "python"))
 
 from pvnet_harness import read_version  # noqa: E402
 from pvnet_harness.build import dkms_build, kbuild, render_dkms_conf  # noqa: E402
-from pvnet_harness.kernels import LINES, KernelCache, parse_lines_arg  # noqa: E402
+from pvnet_harness.kernels import DEBUG_LINES, LINES, KernelCache, parse_lines_arg  # noqa: E402
 from pvnet_harness.util import CommandError, cache_dir, progress, setup_logging  # noqa: E402
 
 PY = sys.executable
@@ -28,16 +28,28 @@ def _fail(err: Exception) -> None:
     raise SystemExit(1)
 
 
-@task(help={"line": "5.10, 6.1, 6.12, 7, a comma list or all", "offline": "use the cache only"})
+# The debug lane: the test modules run on each debug line (KASAN, lockdep, kmemleak, fault
+# injection), every case of them (--full-matrix: all the hostile-device scenarios). Not in
+# `invoke check` by default: the kernel's first build (14.5 min here) and this subset do not
+# fit CI's budget yet (docs/history.md).
+DEBUG_SUBSET = ("tests/e2e/test_basic.py", "tests/e2e/test_lifecycle.py",
+                "tests/e2e/test_faults.py", "tests/e2e/test_recovery.py",
+                "tests/e2e/test_hostile.py")
+
+
+@task(help={"line": "5.10, 6.1, 6.12, 7, a comma list, all (the production lines) or a debug "
+                    f"line ({', '.join(DEBUG_LINES)}: built from Debian's source, once)",
+            "offline": "use the cache only"})
 def kernels(c: Context, line: str = "6.1", offline: bool = False, verbose: bool = False) -> None:
-    """Fetch Debian kernel image + headers per line into the cache (private apt state)."""
+    """Fetch Debian kernel image + headers per line into the cache (private apt state); a
+    debug line is built from linux-source with kconfig/<line>.config and cached."""
     setup_logging(verbose)
     for name in parse_lines_arg(line):
         try:
             t = _tree(name, offline)
         except (CommandError, LookupError, RuntimeError) as err:
             _fail(err)
-        print(f"{name:5} {t.version:22} {t.release:22} {t.root}")
+        print(f"{name:10} {t.version:22} {t.release:22} {t.root}")
 
 
 @task(help={"kernel": "kernel line", "w1": "extra warnings (W=1)", "sparse": "run sparse (C=2)"})
@@ -106,6 +118,8 @@ def test(c: Context) -> None:
 
 def _pytest_e2e(kernel: str, accel: str, k: str, keep: bool, paths: str) -> str:
     opts = f"--kernel {kernel} --accel {accel}"
+    if kernel in DEBUG_LINES:
+        opts += " --full-matrix"
     if k:
         opts += f" -k '{k}'"
     if keep:
@@ -121,16 +135,19 @@ def test_qemu(c: Context, kernel: str = "6.1", accel: str = "auto", k: str = "",
     Packaging tests are not in it (they boot no guest): `invoke test-packaging`."""
     lines = parse_lines_arg(kernel)
     paths = "tests/e2e -m 'not packaging'"
-    if len(lines) == 1:
+    if len(lines) == 1 and lines[0] in LINES:
         c.run(_pytest_e2e(lines[0], accel, k, keep, paths), pty=False)
         return
-    _run_matrix(c, lines, [(line, _pytest_e2e(line, accel, k, keep, paths)) for line in lines])
+    # a debug line: its subset, then the matrix with the reliability summary
+    runs = [(ln, _pytest_e2e(ln, accel, k, keep, " ".join(DEBUG_SUBSET) if ln in DEBUG_LINES
+                             else paths)) for ln in lines]
+    _run_matrix(c, lines, runs)
 
 
 def _run_matrix(c: Context, lines: list[str], runs: list[tuple[str, str]]) -> None:
     """Run one pytest session per (line, extra args), then print the line x test matrix."""
     from pvnet_harness.capabilities import read_record, record_path, report
-    from pvnet_harness.matrix import all_passed, build_matrix, render_matrix
+    from pvnet_harness.matrix import all_passed, build_matrix, reliability, render_matrix
 
     out = ROOT / "out"
     out.mkdir(exist_ok=True)
@@ -149,11 +166,17 @@ def _run_matrix(c: Context, lines: list[str], runs: list[tuple[str, str]]) -> No
             probes[line] = read_record(record_path(out, line))
     tests, table = build_matrix(reports)
     text = render_matrix(tests, table)
-    probe_table, lost = report(probes, [ln for ln in LINES if ln in probes],  # oldest first
-                               newest=list(LINES)[-1])
+    # the capability comparison is of production lines only (a debug line is its base line)
+    production = {ln: p for ln, p in probes.items() if ln in LINES}
+    probe_table, lost = report(production, [ln for ln in LINES if ln in production],
+                               newest=list(LINES)[-1])  # oldest first
     text += "\n\nprobes that compiled per line (driver/compat):\n" + probe_table
     if lost:
         text += "\n\nprobes lost on a newer line without a named reason:\n" + "\n".join(lost)
+    summaries = [reliability(p).render(ln) for ln, p in reports.items()
+                 if p is not None and (reliability(p).scenarios or ln in DEBUG_LINES)]
+    if summaries:
+        text += "\n\n" + "\n".join(summaries)
     (out / "e2e-matrix.txt").write_text(text + "\n")
     print("\n" + text)
     if failed or lost or not all_passed(table):
@@ -161,18 +184,25 @@ def _run_matrix(c: Context, lines: list[str], runs: list[tuple[str, str]]) -> No
 
 
 @task(help={"kernel": "kernel lines (comma list or all)", "accel": "auto|kvm|tcg",
-            "lint_first": "run invoke lint before the tests"})
-def check(c: Context, kernel: str = "all", accel: str = "auto", lint_first: bool = True) -> None:
+            "lint_first": "run invoke lint before the tests",
+            "debug": "debug lines to run the debug subset on after the production lines "
+                     f"(comma list: {','.join(DEBUG_LINES)}; default none, as CI)"})
+def check(c: Context, kernel: str = "all", accel: str = "auto", lint_first: bool = True,
+          debug: str = "") -> None:
     """Everything CI runs: lint, then unit tests + the e2e suite on every kernel line
-    (packaging tests once, with the first line), then a line x test matrix."""
-    lines = parse_lines_arg(kernel)
+    (packaging tests once, with the first line), then a line x test matrix; with --debug, the
+    debug subset (DEBUG_SUBSET) on those debug kernels (built on first use) as well."""
+    lines = [ln for ln in parse_lines_arg(kernel) if ln in LINES]
+    debug_lines = [ln for ln in parse_lines_arg(debug) if ln in DEBUG_LINES] if debug else []
     if lint_first:
-        lint(c, kernel=kernel)
+        lint(c, kernel=",".join(lines))
     runs = []
     for i, line in enumerate(lines):
         paths = "tests/unit tests/e2e" if i == 0 else "tests/e2e -m 'not packaging'"
         runs.append((line, _pytest_e2e(line, accel, "", False, paths)))
-    _run_matrix(c, lines, runs)
+    for line in debug_lines:
+        runs.append((line, _pytest_e2e(line, accel, "", False, " ".join(DEBUG_SUBSET))))
+    _run_matrix(c, [r[0] for r in runs], runs)
 
 
 @task(help={"kernel": "kernel line", "accel": "auto|kvm|tcg", "out": "report folder"})

@@ -126,6 +126,8 @@ class Builder:
         return self.root.inside(host) if self.root else str(host)
 
     def headers(self) -> str:
+        if self.tree.kbuild_dir:  # a harness-built kernel: its build tree in the root
+            return self.tree.kbuild_dir
         if self.root:
             return f"/usr/src/{self.tree.headers_package}"
         return str(self.tree.headers_dir)
@@ -160,6 +162,8 @@ def builder_for(tree: KernelTree) -> Builder:
     if not tree.build_root:
         return Builder(tree)
     root = DebianRoot(cache_dir(), tree.build_root).ensure()
+    if tree.kbuild_dir:  # a harness-built kernel (debugkernel.py): no headers package
+        return Builder(tree, root)
     root.ensure_packages({tree.headers_package: tree.version},
                          f"{tree.headers_package} {tree.version}")
     return Builder(tree, root)

@@ -116,6 +116,18 @@ class DebianRoot:
                     str(self.path), "/usr/bin/env", "-i", *assigns, "/bin/sh", "-c", script,
                     "sh", cwd, *argv], timeout=timeout, check=check, env={})
 
+    def command(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+                cwd: str = "/") -> list[str]:
+        """The host argv that runs `argv` inside the root as run() does, for a caller that
+        streams the output itself (a kernel build's log)."""
+        base = {"PATH": CHROOT_PATH, "HOME": "/root", "LANG": "C.UTF-8",
+                "DEBIAN_FRONTEND": "noninteractive", "TMPDIR": "/tmp"}
+        base.update(env or {})
+        assigns = [f"{k}={v}" for k, v in base.items()]
+        return [*PRIVATE_NS, "--pid", f"--mount-proc={self.path}/proc", "chroot",
+                str(self.path), "/usr/bin/env", "-i", *assigns, "/bin/sh", "-c",
+                'cd "$1" && shift && exec "$@"', "sh", cwd, *argv]
+
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Serialise changes to the root (bootstrap, apt) between harness processes."""

@@ -52,18 +52,41 @@ LINES: dict[str, KernelLine] = {
 }
 
 
+@dataclass(frozen=True)
+class DebugLine:
+    """A kernel built by the harness (debugkernel.py) from the Debian source package of a
+    production line, with the repo's config fragment (KASAN, lockdep, kmemleak, fault
+    injection). Not one of LINES: the sharding and the capability matrix count production
+    lines only, and `all` means those."""
+
+    name: str
+    base: str  # the production line whose linux-source-<base> package it is built from
+    fragment: str  # the config fragment, relative to the repo root
+    build_root: str = "trixie"
+
+
+DEBUG_LINES: dict[str, DebugLine] = {
+    "6.12-debug": DebugLine("6.12-debug", "6.12", "kconfig/6.12-debug.config"),
+}
+
+
 def in_shard(index: int, line: str, anchor: bool = False) -> bool:
     """Whether case `index` of a combination test split over the kernel lines runs on `line`:
-    the line at position index % len(LINES) runs it, every line runs an anchor."""
+    the line at position index % len(LINES) runs it, every line runs an anchor. A debug line
+    runs its base line's share."""
+    if line in DEBUG_LINES:
+        line = DEBUG_LINES[line].base
     return anchor or index % len(LINES) == list(LINES).index(line)
 
 
 def parse_lines_arg(arg: str) -> list[str]:
-    """'6.1' -> ['6.1']; 'all' -> every line; '5.10,6.1' -> both. Unknown names raise."""
+    """'6.1' -> ['6.1']; 'all' -> every production line; '5.10,6.1' -> both; a debug line
+    ('6.12-debug') by its name only. Unknown names raise."""
     names = list(LINES) if arg == "all" else [a.strip() for a in arg.split(",") if a.strip()]
     for n in names:
-        if n not in LINES:
-            raise ValueError(f"unknown kernel line {n!r}; known: {', '.join(LINES)} or 'all'")
+        if n not in LINES and n not in DEBUG_LINES:
+            raise ValueError(f"unknown kernel line {n!r}; known: {', '.join(LINES)}, "
+                             f"{', '.join(DEBUG_LINES)} or 'all'")
     return names
 
 
@@ -105,6 +128,9 @@ class KernelTree:
     vmlinux: Path
     packages: list[dict[str, str | int]] = field(default_factory=list)
     build_root: str = ""
+    # A kernel the harness built (debug lines): its build tree inside build_root, which DKMS
+    # builds against instead of an installed linux-headers package. "" for Debian's kernels.
+    kbuild_dir: str = ""
 
     @property
     def headers_dir(self) -> Path:
@@ -403,6 +429,10 @@ class KernelCache:
         return best
 
     def fetch(self, line_name: str, offline: bool = False) -> KernelTree:
+        if line_name in DEBUG_LINES:
+            from .debugkernel import fetch_debug
+
+            return fetch_debug(self, DEBUG_LINES[line_name], offline)
         if offline:
             tree = self.cached(line_name)
             if tree is None:

@@ -57,13 +57,14 @@ def build_matrix(reports: dict[str, Path | None]) -> tuple[list[str], dict[str, 
 def render_matrix(tests: list[str], table: dict[str, dict[str, Outcome]]) -> str:
     lines = list(table)
     width = max([len(t) for t in tests] + [4])
-    out = [f"{'test':<{width}}  " + "  ".join(f"{ln:<6}" for ln in lines)]
+    col = max([len(ln) for ln in lines] + [6])
+    out = [f"{'test':<{width}}  " + "  ".join(f"{ln:<{col}}" for ln in lines)]
     skips: list[str] = []
     for t in tests:
         cells = []
         for ln in lines:
             o = table[ln].get(t)
-            cells.append(f"{(o.status if o else '-'):<6}")
+            cells.append(f"{(o.status if o else '-'):<{col}}")
             if o is not None and o.status != "pass" and o.detail:
                 skips.append(f"  [{ln}] {t}: {o.cell()}")
         out.append(f"{t:<{width}}  " + "  ".join(cells))
@@ -83,3 +84,41 @@ def render_matrix(tests: list[str], table: dict[str, dict[str, Outcome]]) -> str
 
 def all_passed(table: dict[str, dict[str, Outcome]]) -> bool:
     return all(o.status in ("pass", "skip") for per in table.values() for o in per.values())
+
+
+# JUnit properties the fault tests record (request.node.user_properties), summed per run.
+RELIABILITY_KEYS = ("faults_injected", "good_bytes", "good_bytes_lost", "kernel_reports")
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """What the fault tests of one run did: scenarios run (tests that recorded a
+    fault_scenario) and how many passed, faults injected, bytes of good traffic checked around
+    the faults and how many of them did not arrive intact, kernel reports (KASAN, lockdep,
+    WARNING...) seen after the tests that used a guest."""
+
+    scenarios: int
+    passed: int
+    totals: dict[str, int]
+
+    def render(self, line: str) -> str:
+        t = self.totals
+        return (f"reliability on {line}: {self.scenarios} fault scenarios run, {self.passed} "
+                f"passed; {t['faults_injected']} faults injected; "
+                f"{t['good_bytes']} bytes of good traffic checked, {t['good_bytes_lost']} lost; "
+                f"{t['kernel_reports']} kernel reports")
+
+
+def reliability(path: Path) -> Reliability:
+    """The Reliability of one pytest --junitxml file."""
+    totals = dict.fromkeys(RELIABILITY_KEYS, 0)
+    scenarios = passed = 0
+    for case in ET.parse(path).getroot().iter("testcase"):
+        props = {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
+        for key in RELIABILITY_KEYS:
+            totals[key] += sum(int(p.get("value", "0")) for p in case.iter("property")
+                               if p.get("name") == key)
+        if "fault_scenario" in props:
+            scenarios += 1
+            passed += not any(c.tag in ("failure", "error", "skipped") for c in case)
+    return Reliability(scenarios, passed, totals)

@@ -21,6 +21,7 @@ DUT_V4 = "198.18.0.2"
 PEER_V4 = "198.18.0.3"
 DUT_V6 = "2001:db8::2"
 PEER_V6 = "2001:db8::3"
+KMEMLEAK = "/sys/kernel/debug/kmemleak"
 
 
 def queue_counter(stats: dict[str, int], direction: str, name: str) -> dict[int, int]:
@@ -373,3 +374,42 @@ class TestBed:
         """Bad kernel lines since the last check (WARNING, BUG, Oops, refcount...)."""
         return bad_dmesg_lines(self.g.new_dmesg())
 
+
+    # ------------------------------------------------------------ debug kernels
+
+    def guest_has(self, path: str) -> bool:
+        """Whether a path exists in the guest (a debugfs file: what the kernel can do)."""
+        return self.g.run(f"test -e {path}", check=False).rc == 0
+
+    def kmemleak_quiet(self) -> bool:
+        """Stop kmemleak's periodic scan thread (the harness scans when it wants a report);
+        False when the kernel has no kmemleak."""
+        if not self.guest_has(KMEMLEAK):
+            return False
+        self.g.run(f"echo scan=off > {KMEMLEAK}", check=False)
+        return True
+
+    def kmemleak_report(self, pause_s: float = 5) -> str | None:
+        """kmemleak's report after two scans `pause_s` apart (an object must look unreferenced
+        in both, so fresh allocations in flight do not count), then cleared so the next report
+        is new; None without kmemleak. The report goes through the work share (it can be long
+        for a serial console)."""
+        if not self.guest_has(KMEMLEAK):
+            return None
+        name = f"kmemleak-{time.monotonic_ns()}.txt"
+        self.g.run(f"echo scan > {KMEMLEAK}; sleep {pause_s}; echo scan > {KMEMLEAK}; "
+                   f"cat {KMEMLEAK} > /mnt/work/{name}; echo clear > {KMEMLEAK}",
+                   timeout=600)
+        path = self.workdir / "guest" / name
+        text = path.read_text(errors="replace") if path.exists() else ""
+        path.unlink(missing_ok=True)
+        return text
+
+    def module_text_range(self, module: str = "pvnet") -> tuple[int, int]:
+        """[start, end) of a module's functions from /proc/kallsyms (the end is one page past
+        its last function symbol): the range a fault-injection stack-trace filter requires."""
+        out = self.g.sh(f"grep -E ' [tT] .*\\[{module}\\]$' /proc/kallsyms | cut -d' ' -f1")
+        addrs = [int(a, 16) for a in out.split() if int(a, 16)]
+        if not addrs:
+            raise GuestError(f"no text symbols of {module} in /proc/kallsyms")
+        return min(addrs), max(addrs) + 4096

@@ -42,6 +42,13 @@ class HostileBed(TestBed):
 
     __test__ = False
     backend: Backend | None = None
+    # the running test (set by _current_test), whose JUnit properties record() adds to: the
+    # reliability summary of a run (matrix.reliability) sums them
+    node: pytest.Item | None = None
+
+    def record(self, name: str, value: object) -> None:
+        if self.node is not None:
+            self.node.user_properties.append((name, value))
 
     def start(self) -> None:
         initrd = build_initramfs(self.tree, self.pvnet_ko, self.workdir / "initrd.gz",
@@ -104,10 +111,13 @@ def tcp_h2g(bed: HostileBed, tmp_path: Path, size: int = 2 * MIB, port: int = 53
     src = tmp_path / "h2g.bin"
     want = make_payload(src, size, b"hostile")
     bed.listen(port, "/tmp/hostile.bin", "hostile")
+    bed.record("good_bytes", size)
+    bed.record("good_bytes_lost", size)  # taken back below once it arrived intact
     sent = tcp_send_file(bed.net, DUT_V4, port, src, timeout=120)
     bed.wait_job("hostile", 120)
     assert sent == size
     assert bed.sha256("/tmp/hostile.bin") == want, "host->guest stream damaged"
+    bed.record("good_bytes_lost", -size)
     bed.g.sh("rm -f /tmp/hostile.bin")
     src.unlink()
 
@@ -182,6 +192,8 @@ def inject(bed: HostileBed, scenario: str, n: int, gap: float = 0.3, timeout: fl
         st = bed.dev.stats()
         got = int(st["injected"].get(scenario, 0)) - before
         if got >= n or (scenario == "rx_burst_fill" and got > 0):
+            bed.record("fault_scenario", scenario)
+            bed.record("faults_injected", got)
             return got
         if time.monotonic() > deadline:
             bed.dev.disarm()
@@ -210,6 +222,17 @@ def expected_watchdog_only(bed: HostileBed) -> list[str]:
     bad = bad_dmesg_lines(bed.g.new_dmesg())
     return [ln for ln in bad if "NETDEV WATCHDOG" not in ln
             and not ("WARNING:" in ln and "dev_watchdog" in ln)]
+
+
+@pytest.fixture(autouse=True)
+def _current_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "bed_hostile" not in request.fixturenames:
+        yield
+        return
+    bed: HostileBed = request.getfixturevalue("bed_hostile")
+    bed.node = request.node
+    yield
+    bed.node = None
 
 
 @pytest.fixture(autouse=True)
@@ -277,6 +300,8 @@ def test_keeps_following_frames_when_num_buffers_beyond_ring(bed_hostile: Hostil
     before = snap(bed)
     inj0 = bed.dev.stats()["injected"].get("rx_num_buffers_beyond_ring", 0)
     bed.dev.arm("rx_num_buffers_beyond_ring", count=1, udp_port=FAULT_PORT, batch=1 + follow)
+    bed.record("fault_scenario", "rx_num_buffers_beyond_ring+good")
+    bed.record("faults_injected", 1)
     send_frames(bed.net, bed.dut_tap, fault_frames(bed, 1 + follow))
     time.sleep(2)
     st = bed.dev.stats()
@@ -368,6 +393,8 @@ def test_resets_device_when_tx_completions_never_come(bed_hostile: HostileBed,
     before = snap(bed)
     st0 = bed.dev.stats()
     bed.dev.arm("tx_stuck", hold_s=60)
+    bed.record("fault_scenario", "tx_stuck")
+    bed.record("faults_injected", 1)
     _guest_flood(bed, 4)
     took = _wait_recovered(bed, 40)
     st1 = bed.dev.stats()
@@ -391,6 +418,8 @@ def test_recovers_when_interrupts_never_come(bed_hostile: HostileBed, tmp_path: 
     before = snap(bed)
     st0 = bed.dev.stats()
     bed.dev.arm("irq_stuck", hold_s=60)
+    bed.record("fault_scenario", "irq_stuck")
+    bed.record("faults_injected", 1)
     _guest_flood(bed, 4)
     took = _wait_recovered(bed, 40)
     st1 = bed.dev.stats()

@@ -57,11 +57,27 @@ def _skip_without_injection(bed: TestBed, function: str) -> None:
                     "(no CONFIG_FUNCTION_ERROR_INJECTION in the module build)")
 
 
+# the running test, whose JUnit properties the injections are recorded in (the reliability
+# summary of a run, matrix.reliability, sums them)
+_NODE: list[pytest.Item] = []
+
+
+@pytest.fixture(autouse=True)
+def _current_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    _NODE[:] = [request.node]
+    yield
+    _NODE.clear()
+
+
 @contextmanager
 def injected(g: Guest, function: str, errno: int, times: int = 1,
              after: int = 0) -> Iterator[None]:
     """`function` returns -errno on `times` calls, after `after` calls that run normally
-    (fail_function's `space`), for the block; removed afterwards."""
+    (fail_function's `space`), for the block; removed afterwards. Recorded as the test's
+    fault scenario."""
+    for node in _NODE:
+        node.user_properties += [("fault_scenario", f"{function}=-{errno}"),
+                                 ("faults_injected", times)]
     attrs = {"task-filter": "N", "probability": "100", "interval": "1", "times": str(times),
              "space": str(after + 1 if after else 0), "verbose": "0"}
     g.sh(f"echo {function} > {FAIL_FUNCTION}/inject && "

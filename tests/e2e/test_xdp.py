@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -46,7 +48,7 @@ from pvnet_harness.testbed import (
 from pvnet_harness.traffic import (
     Blaster,
     FloodCatcher,
-    TcpSink,
+    FloodTally,
     send_frames,
     send_paced,
     udp_flood_frames,
@@ -68,6 +70,7 @@ N = 5000  # frames per flood
 MIB = 1 << 20
 JUMBO = 9000
 UDP_RX = Path(__file__).with_name("guest_udp_rx.py")
+UDP_TX = Path(__file__).with_name("guest_udp_tx.py")
 CPUMAP_TARGET = header_define("CPUMAP_TARGET", BPF_SRC / "xdp_redirect_cpumap.c")
 # ethtool -S per-queue XDP counters each driver must list for every queue
 RX_COUNTERS = {
@@ -355,43 +358,70 @@ def test_redirect_cpumap_reaches_the_stack(bed_xdp: TestBed, progs: BpfPrograms)
     assert redirects == N
 
 
+def _host_udp_count(bed: TestBed, port: int, count: int, timeout: float) -> FloodTally:
+    """Receive numbered datagrams (guest_udp_tx.py) on a host UDP socket until `count`
+    arrived or `timeout` passed: the host's kernel filters them out of any flood."""
+    tally = FloodTally(count)
+    with bed.net.entered():
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        s.bind((HOST_V4, port))
+        s.settimeout(0.2)
+        deadline = time.monotonic() + timeout
+        while tally.received < count and time.monotonic() < deadline:
+            try:
+                data = s.recv(2048)
+            except TimeoutError:
+                continue
+            tally.add(int(struct.unpack("!I", data[:4])[0])
+                      if len(data) >= 4 and not data[4:].strip(b"\0") else None)
+    return tally
+
+
 def test_tx_flood_on_shared_queues_leaves_the_stack_its_share(bed_xdp: TestBed,
                                                               progs: BpfPrograms) -> None:
     """An XDP_TX reflector fed by a host flood as fast as the host sends shares the one tx
-    queue the stack uses (1 pair on 2 vCPUs: no spare pairs for XDP): the guest's own TCP
-    stream to the host still completes byte for byte, and the stack loses no skb to the ring
-    the reflector fills (XDP frames beyond their share are refused and counted instead).
-    A 64-entry tx ring makes the flood fill it."""
+    queue the stack uses (1 pair on 2 vCPUs: no spare pairs for XDP), with a 64-entry ring
+    the flood fills: the 2000 numbered datagrams the guest's stack sends meanwhile all reach
+    the device and the driver drops no skb (XDP frames beyond their share are refused and
+    counted instead); the host gets them (all but what its flooded input backlog drops).
+    UDP, not TCP: the flood also fills the rx side, where a TCP stream's ACKs from the host
+    would be lost among the flood whatever the tx side does."""
     _pvnet_only("keeps a share of a shared tx queue for the stack")
-    bed, x = bed_xdp, GuestXdp(bed_xdp.g, progs)
-    dev, size, port = bed.dut_if(), 4 * MIB, 5411
-    frames = [bytes(f) for f in _flood(bed, 256)]
-    bed.g.sh(f"head -c {size} /dev/urandom > /tmp/fair.bin")
-    want = bed.sha256("/tmp/fair.bin")
-    # Only a small tx ring fills at the flood rates of this host; with the device's 256
-    # entries the guest's rx saturates first, the host's ACKs are lost among the flood and
-    # the stream stalls whatever the tx side does (seen on 5.10, single-threaded TCG).
-    if not (bed.has("virtqueue_resize") or bed.has("virtqueue_resize_done")):
+    if not (bed_xdp.has("virtqueue_resize") or bed_xdp.has("virtqueue_resize_done")):
         pytest.skip("needs a tx ring the flood can fill: this build cannot resize rings")
+    bed, x = bed_xdp, GuestXdp(bed_xdp.g, progs)
+    dev, count, port = bed.dut_if(), 2000, 5411
+    (bed.g.workdir / UDP_TX.name).write_bytes(UDP_TX.read_bytes())
+    frames = [bytes(f) for f in _flood(bed, 256)]
     maxima, _ = bed.ethtool_sections("-g")
-    bed.g.sh(f"ethtool -L {dev} combined 1 && ethtool -G {dev} tx 64")
+    # The flood fills the rx side too: an ARP reply from the host would be lost in it and the
+    # datagrams would wait for a neighbour that never resolves (and be dropped unseen).
+    bed.g.sh(f"ethtool -L {dev} combined 1 && ethtool -G {dev} tx 64 && "
+             f"ip neigh replace {HOST_V4} lladdr {_host_mac(bed)} dev {dev} nud permanent")
     try:
         before = bed.ethtool_stats()
         with x.attached(dev, "xdp_tx_swap"), Blaster(bed.net, bed.dut_tap, frames):
             _wait_delta(bed, before, "rx", "xdp_tx", 1000, timeout=60)
-            sink = TcpSink(bed.net, HOST_V4, port).start()
-            bed.g.sh(f"socat -u OPEN:/tmp/fair.bin TCP:{HOST_V4}:{port} >/tmp/fair.log 2>&1 & "
-                     f"echo $! > /tmp/fair.pid")
-            bed.wait_job("fair", 240)
-            got = sink.wait(60)
+            bed.g.sh(f"python3 /mnt/work/{UDP_TX.name} {HOST_V4} {port} {count} 0.002 "
+                     f">/tmp/fair.out 2>&1 &")
+            tally = _host_udp_count(bed, port, count, 120)
+            sender = json.loads(bed.g.sh("sleep 1; cat /tmp/fair.out").splitlines()[-1])
             moved = {c: _delta(bed, before, "tx", c)
-                     for c in ("drops", "xdp_tx", "xdp_tx_drops")}
+                     for c in ("packets", "drops", "requeues", "xdp_tx", "xdp_tx_drops")}
     finally:
         bed.g.sh(f"ethtool -L {dev} combined 2; ethtool -G {dev} tx {maxima['TX']}; "
-                 "rm -f /tmp/fair.bin")
-    assert sink.nbytes == size and got == want, "guest->host stream damaged"
-    assert moved["drops"] == 0, f"the stack lost skbs to the XDP flood: {moved}"
-    assert moved["xdp_tx"] > 0, f"the reflector sent nothing during the stream: {moved}"
+                 f"ip neigh del {HOST_V4} dev {dev}")
+    assert moved["drops"] == 0, f"the driver dropped skbs of the stack: {moved}"
+    assert sender == {"sent": count, "errors": 0}, sender
+    assert moved["packets"] >= count, f"not every datagram reached the device: {moved}"
+    assert moved["xdp_tx"] > 0, f"the reflector sent nothing meanwhile: {moved}"
+    # Past the device, the host's own input backlog takes the reflected flood too and drops
+    # some of everything (seen: 63 of 2000 on 7.3); the driver's part is proven above.
+    got = tally.summary()
+    assert got["bad"] == 0 and got["unique"] == got["received"] >= 0.9 * count, \
+        f"datagrams lost on the way to the host: {got}, driver {moved}"
 
 
 def test_pass_keeps_metadata_for_tc(bed_xdp: TestBed, progs: BpfPrograms) -> None:
