@@ -528,25 +528,28 @@ static void pvnet_reset_work(struct work_struct *work)
 {
 	struct pvnet_priv *priv = container_of(to_delayed_work(work),
 					       struct pvnet_priv, reset_work);
-	struct virtio_device *vdev = priv->vdev;
+	struct virtio_device *vdev __maybe_unused = priv->vdev;
 	const char *reason;
-	int err = -EOPNOTSUPP;
+	int err __maybe_unused;
 
 	spin_lock_bh(&priv->reset_lock);
 	reason = priv->reset_reason;
 	priv->reset_reason = NULL;
 	spin_unlock_bh(&priv->reset_lock);
 
-	netdev_warn(priv->dev, "resetting the device: %s\n", reason);
 	priv->last_reset = jiffies;
 #ifdef CONFIG_PM_SLEEP
+	netdev_warn(priv->dev, "resetting the device: %s\n", reason);
 	err = virtio_device_freeze(vdev);
 	if (!err)
 		err = virtio_device_restore(vdev);
-#endif
 	atomic_long_inc(&priv->dev_stats.device_resets);
 	if (err)
 		netdev_err(priv->dev, "device reset failed: %d\n", err);
+#else
+	netdev_err(priv->dev, "cannot reset the device (%s): this kernel has no CONFIG_PM_SLEEP, which virtio_device_freeze/restore need; unbind and bind the device\n",
+		   reason);
+#endif
 }
 
 void pvnet_reset_init(struct pvnet_priv *priv)

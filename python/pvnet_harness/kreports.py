@@ -48,6 +48,14 @@ MAX_BLOCK_LINES = 400
 PVNET_FRAME = re.compile(r"\[pvnet\]|\bpvnet_\w+\+0x[0-9a-f]+")
 
 
+def is_injector_report(rep: Report) -> bool:
+    """A lockdep report about the fault injector itself: should_fail_ex() called from the
+    kprobe of fail_function (fei_kprobe_handler), whose int3 handler lockdep counts as NMI
+    context, takes the CRNG lock for its random draw. Kind "injector" in dmesg_allow."""
+    return rep.kind == "lockdep" and "should_fail_ex" in rep.text and \
+        "fei_kprobe_handler" in rep.text
+
+
 def strip_prefix(line: str) -> str:
     """A dmesg line without its colours, timestamp and caller id."""
     return _PREFIX.sub("", _ANSI.sub("", line.rstrip("\r")))

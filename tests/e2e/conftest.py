@@ -35,7 +35,13 @@ from pvnet_harness.build import BuildResult, dkms_build
 from pvnet_harness.capabilities import record
 from pvnet_harness.guest import Profile, choose_accel, load_profile
 from pvnet_harness.kernels import DEBUG_LINES, LINES, KernelCache, KernelTree, in_shard
-from pvnet_harness.kreports import blocks_for_lines, parse_kmemleak, report_blocks, strip_prefix
+from pvnet_harness.kreports import (
+    blocks_for_lines,
+    is_injector_report,
+    parse_kmemleak,
+    report_blocks,
+    strip_prefix,
+)
 from pvnet_harness.testbed import TestBed
 from pvnet_harness.util import cache_dir, progress
 
@@ -183,8 +189,10 @@ def bed(make_bed: Callable[..., TestBed]) -> Iterator[TestBed]:
 
 
 def allowed_lines(text: str, kinds: tuple[str, ...]) -> set[str]:
-    """The lines of the report blocks of `kinds` in a dmesg text (timestamps stripped)."""
-    return {ln for rep in report_blocks(text) if rep.kind in kinds
+    """The lines of the report blocks of `kinds` in a dmesg text (timestamps stripped);
+    kind "injector": the fault injector's own lockdep report (kreports.is_injector_report)."""
+    return {ln for rep in report_blocks(text)
+            if rep.kind in kinds or ("injector" in kinds and is_injector_report(rep))
             for ln in rep.text.splitlines()}
 
 

@@ -232,3 +232,20 @@ unreferenced object 0xffff888006a3c000 (size 512):
 def test_kmemleak_empty() -> None:
     assert parse_kmemleak("") == []
     assert pvnet_leaks("\n") == []
+
+
+def test_the_injectors_own_lockdep_report_is_told_apart() -> None:
+    """fail_function's kprobe draws a random number in int3 context: lockdep reports the CRNG
+    lock, from should_fail_ex() under fei_kprobe_handler(); only that report is the
+    injector's."""
+    from pvnet_harness.kreports import is_injector_report
+
+    injector = ("WARNING: inconsistent lock state\n--------------------------------\n"
+                "inconsistent {INITIAL USE} -> {IN-NMI} usage.\n"
+                " should_fail_ex+0x2ad/0x4c0\n fei_kprobe_handler+0x19/0x80\n"
+                " pvnet_ctrl_cmd+0x132/0x2d0 [pvnet]\n")
+    other = ("WARNING: inconsistent lock state\n--------------------------------\n"
+             " pvnet_rx_poll+0x10/0x200 [pvnet]\n")
+    reps = report_blocks(injector) + report_blocks(other)
+    assert [r.kind for r in reps] == ["lockdep", "lockdep"]
+    assert [is_injector_report(r) for r in reps] == [True, False]
