@@ -173,8 +173,8 @@ def _run_matrix(c: Context, lines: list[str], runs: list[tuple[str, str]]) -> No
     text += "\n\nprobes that compiled per line (driver/compat):\n" + probe_table
     if lost:
         text += "\n\nprobes lost on a newer line without a named reason:\n" + "\n".join(lost)
-    summaries = [reliability(p).render(ln) for ln, p in reports.items()
-                 if p is not None and (reliability(p).scenarios or ln in DEBUG_LINES)]
+    rel = {ln: reliability(p) for ln, p in reports.items() if p is not None}
+    summaries = [r.render(ln) for ln, r in rel.items() if r.scenarios or ln in DEBUG_LINES]
     if summaries:
         text += "\n\n" + "\n".join(summaries)
     (out / "e2e-matrix.txt").write_text(text + "\n")

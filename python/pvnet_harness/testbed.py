@@ -130,6 +130,7 @@ class TestBed:
         self.lab = NetLab({n.tap: n.queues for n in self.profile.nics}, mtu=self.mtu)
         self.lab.create()
         try:
+            self.before_guest()
             self.guest = Guest(self.tree, initrd, self.lab, self.profile, self.workdir / "guest",
                                self.accel)
             self.guest.start()
@@ -138,6 +139,10 @@ class TestBed:
         except BaseException:
             self.stop()
             raise
+
+    def before_guest(self) -> None:
+        """Called once the netns and taps exist, before QEMU starts (a bed with a device
+        back-end starts it here). Nothing for the standard bed."""
 
     def stop(self) -> None:
         if self.guest is not None:

@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pvnet_harness.guest import Guest, Profile, bad_dmesg_lines, load_profile
-from pvnet_harness.image import build_initramfs
-from pvnet_harness.netlab import NetLab
+from pvnet_harness.guest import Profile, bad_dmesg_lines, load_profile
 from pvnet_harness.testbed import DUT_V4, HOST_V4, TestBed, queue_sum
 from pvnet_harness.traffic import make_payload, send_frames, tcp_send_file, udp_flood_frames
 from pvnet_harness.util import CommandError
@@ -50,28 +48,15 @@ class HostileBed(TestBed):
         if self.node is not None:
             self.node.user_properties.append((name, value))
 
-    def start(self) -> None:
-        initrd = build_initramfs(self.tree, self.pvnet_ko, self.workdir / "initrd.gz",
-                                 self.profile.guest_nics(), self.pvnet_params)
-        self.lab = NetLab({n.tap: n.queues for n in self.profile.nics}, mtu=self.mtu)
-        self.lab.create()
-        try:
-            dut = self.profile.nic("dut")
-            sock = self.workdir / "vhost-dut.sock"
-            self.backend = Backend(self.lab.name, sock, self.workdir / "vhost-dut.ctl", dut.tap,
-                                   self.workdir / "vhost-dut.log", queues=dut.queues,
-                                   hash_report=dut.props.get("hash") == "on").start()
-            nics = tuple(replace(n, socket=str(sock)) if n.role == "dut" else n
-                         for n in self.profile.nics)
-            self.profile = Profile(self.profile.name, self.profile.machine, nics)
-            self.guest = Guest(self.tree, initrd, self.lab, self.profile, self.workdir / "guest",
-                               self.accel)
-            self.guest.start()
-            self.setup_peer()
-            self.setup_dut()
-        except BaseException:
-            self.stop()
-            raise
+    def before_guest(self) -> None:
+        dut = self.profile.nic("dut")
+        sock = self.workdir / "vhost-dut.sock"
+        self.backend = Backend(self.net.name, sock, self.workdir / "vhost-dut.ctl", dut.tap,
+                               self.workdir / "vhost-dut.log", queues=dut.queues,
+                               hash_report=dut.props.get("hash") == "on").start()
+        nics = tuple(replace(n, socket=str(sock)) if n.role == "dut" else n
+                     for n in self.profile.nics)
+        self.profile = Profile(self.profile.name, self.profile.machine, nics)
 
     def stop(self) -> None:
         if self.guest is not None:
@@ -383,55 +368,62 @@ def _wait_recovered(bed: HostileBed, deadline_s: float) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class HeldFault:
+    """What a held fault (tx_stuck, irq_stuck) left: seconds until the DUT answered again
+    (None: not within 40 s), the counters' moves, the back-end's stats before and after, and
+    bad dmesg lines other than the watchdog's own."""
+
+    took: float | None
+    got: dict[str, int]
+    st0: dict[str, Any]
+    st1: dict[str, Any]
+    other: list[str]
+
+
+def held_fault(bed: HostileBed, tmp_path: Path, scenario: str) -> HeldFault:
+    """Good traffic, then `scenario` held (until a ring stop, i.e. a reset) while the guest
+    floods UDP to the host; waits for the DUT to answer again, then disarms whatever
+    happened, so the device behaves again."""
+    good_traffic(bed, tmp_path)
+    before = snap(bed)
+    st0 = bed.dev.stats()
+    bed.dev.arm(scenario, hold_s=60)
+    bed.record("fault_scenario", scenario)
+    bed.record("faults_injected", 1)
+    _guest_flood(bed, 4)
+    took = _wait_recovered(bed, 40)
+    st1 = bed.dev.stats()
+    bed.dev.disarm()
+    res = HeldFault(took, moved(bed, before), st0, st1, expected_watchdog_only(bed))
+    print(f"{scenario}: recovered after {took} s; {res.got}; back-end before {st0}, "
+          f"after {st1}")
+    return res
+
+
 @pytest.mark.shard(0)
 def test_resets_device_when_tx_completions_never_come(bed_hostile: HostileBed,
                                                       tmp_path: Path) -> None:
     """tx stuck: the device takes no tx buffer until a ring is reset. The watchdog fires
     (5 s), pvnet resets the queue or device, the device comes back, traffic is byte-exact."""
-    bed = bed_hostile
-    good_traffic(bed, tmp_path)
-    before = snap(bed)
-    st0 = bed.dev.stats()
-    bed.dev.arm("tx_stuck", hold_s=60)
-    bed.record("fault_scenario", "tx_stuck")
-    bed.record("faults_injected", 1)
-    _guest_flood(bed, 4)
-    took = _wait_recovered(bed, 40)
-    st1 = bed.dev.stats()
-    bed.dev.disarm()  # whatever happened, the device behaves again
-    got = moved(bed, before)
-    other = expected_watchdog_only(bed)
-    print(f"tx_stuck: recovered after {took} s; {got}; back-end {st1}")
-    assert not other, "\n".join(other)
-    assert got.get("tx_timeouts", got["tx_errors"]) >= 1, f"no tx timeout counted: {got}"
-    assert took is not None, f"no recovery within 40 s of a stuck tx queue: {got}, {st1}"
-    assert st1["held_cleared_by_reset"] > st0["held_cleared_by_reset"], st1
-    good_traffic(bed, tmp_path)
+    r = held_fault(bed_hostile, tmp_path, "tx_stuck")
+    assert not r.other, "\n".join(r.other)
+    assert r.got.get("tx_timeouts", r.got["tx_errors"]) >= 1, f"no tx timeout counted: {r.got}"
+    assert r.took is not None, f"no recovery within 40 s of a stuck tx queue: {r.got}, {r.st1}"
+    assert r.st1["held_cleared_by_reset"] > r.st0["held_cleared_by_reset"], r.st1
+    good_traffic(bed_hostile, tmp_path)
 
 
 @pytest.mark.shard(1)
 def test_recovers_when_interrupts_never_come(bed_hostile: HostileBed, tmp_path: Path) -> None:
     """No call eventfd signalled until a ring is reset: tx completions pile up unseen, the
     watchdog fires, pvnet resets and traffic resumes."""
-    bed = bed_hostile
-    good_traffic(bed, tmp_path)
-    before = snap(bed)
-    st0 = bed.dev.stats()
-    bed.dev.arm("irq_stuck", hold_s=60)
-    bed.record("fault_scenario", "irq_stuck")
-    bed.record("faults_injected", 1)
-    _guest_flood(bed, 4)
-    took = _wait_recovered(bed, 40)
-    st1 = bed.dev.stats()
-    bed.dev.disarm()
-    got = moved(bed, before)
-    other = expected_watchdog_only(bed)
-    print(f"irq_stuck: recovered after {took} s; {got}; back-end before {st0}, after {st1}")
-    assert not other, "\n".join(other)
-    assert took is not None, f"no recovery within 40 s without interrupts: {got}, {st1}"
+    r = held_fault(bed_hostile, tmp_path, "irq_stuck")
+    assert not r.other, "\n".join(r.other)
+    assert r.took is not None, f"no recovery within 40 s without interrupts: {r.got}, {r.st1}"
     # the device was un-wedged by a ring stop (a reset), not by the back-end's hold expiring
-    assert st1["held_cleared_by_reset"] > st0["held_cleared_by_reset"], st1
-    good_traffic(bed, tmp_path)
+    assert r.st1["held_cleared_by_reset"] > r.st0["held_cleared_by_reset"], r.st1
+    good_traffic(bed_hostile, tmp_path)
 
 
 @pytest.mark.shard(2)
